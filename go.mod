@@ -1,0 +1,3 @@
+module github.com/teslaproxy/proxy
+
+go 1.26
