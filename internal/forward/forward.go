@@ -1,0 +1,360 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
+)
+
+// Options configures a Forwarder.
+type Options struct {
+	// Upstream, when not nil, is the fixed Fleet API base URL (scheme and host) every request goes
+	// to, whatever the token says. A 421 from a fixed upstream is passed back as it came.
+	Upstream *url.URL
+	// Transport carries every upstream call. Nil means a NewTransport with default options.
+	Transport http.RoundTripper
+	// Timeout bounds each call made with Call, from start to the last byte of the answer. Zero
+	// means no bound beyond the caller's context. Pass-through requests are bounded by the
+	// transport's ResponseHeaderTimeout and by IdleTimeout instead, so large bodies can stream.
+	Timeout time.Duration
+	// IdleTimeout cuts a pass-through transfer off when no body byte moved for this long in
+	// either direction. Zero means 60 s.
+	IdleTimeout time.Duration
+	// MaxResponseBytes bounds answers read with Call. Zero means 1 MiB.
+	MaxResponseBytes int64
+	// MaxReplayBytes is the largest pass-through request body kept in memory so that it can be
+	// sent again after a 421. Larger bodies are streamed and a 421 for them is passed back to the
+	// client. Zero means 1 MiB.
+	MaxReplayBytes int64
+	// Logger receives warnings; nil means no logging.
+	Logger *zap.Logger
+}
+
+// Forwarder sends requests to the Fleet API. It is safe for concurrent use.
+type Forwarder struct {
+	upstream       *url.URL
+	transport      http.RoundTripper
+	timeout        time.Duration
+	idle           time.Duration
+	maxResponse    int64
+	maxReplay      int64
+	log            *zap.Logger
+	rp             *httputil.ReverseProxy
+	learned        sync.Map // token subject → host named by a 421
+	learnedEntries sync.Mutex
+	learnedCount   int
+}
+
+// maxLearned bounds the 421 host memory: one entry per token subject.
+const maxLearned = 100_000
+
+// New returns a Forwarder.
+func New(o Options) (*Forwarder, error) {
+	f := &Forwarder{
+		upstream:    o.Upstream,
+		transport:   o.Transport,
+		timeout:     o.Timeout,
+		idle:        o.IdleTimeout,
+		maxResponse: o.MaxResponseBytes,
+		maxReplay:   o.MaxReplayBytes,
+		log:         o.Logger,
+	}
+	if f.log == nil {
+		f.log = zap.NewNop()
+	}
+	f.log = f.log.Named("forward")
+	if f.transport == nil {
+		t, err := NewTransport(TransportOptions{ResponseHeaderTimeout: o.Timeout})
+		if err != nil {
+			return nil, err
+		}
+		f.transport = t
+	}
+	if f.idle <= 0 {
+		f.idle = 60 * time.Second
+	}
+	if f.maxResponse <= 0 {
+		f.maxResponse = 1 << 20
+	}
+	if f.maxReplay <= 0 {
+		f.maxReplay = 1 << 20
+	}
+	f.rp = &httputil.ReverseProxy{
+		Rewrite:   f.rewrite,
+		Transport: roundTripperFunc(f.roundTrip),
+		// Flush as soon as the upstream writes: answers are small JSON or long streams, and a
+		// proxy must not sit on either.
+		FlushInterval: -1,
+		ErrorHandler:  f.errorHandler,
+		BufferPool:    bufferPool{},
+		ErrorLog:      zap.NewStdLog(f.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	return f, nil
+}
+
+// Fixed reports whether the upstream is fixed by configuration.
+func (f *Forwarder) Fixed() bool { return f.upstream != nil }
+
+// Target returns the base URL a request with this token goes to: the fixed upstream, a host
+// learned from an earlier 421 for the token's subject, or the host the token names.
+func (f *Forwarder) Target(tok *Token) *url.URL {
+	if f.upstream != nil {
+		return f.upstream
+	}
+	host := tok.Host
+	if tok.Subject != "" {
+		if h, ok := f.learned.Load(tok.Subject); ok {
+			host = h.(string)
+		}
+	}
+	return &url.URL{Scheme: "https", Host: host}
+}
+
+func (f *Forwarder) learn(subject, host string) {
+	if subject == "" {
+		return
+	}
+	f.learnedEntries.Lock()
+	defer f.learnedEntries.Unlock()
+	if _, loaded := f.learned.Swap(subject, host); !loaded {
+		f.learnedCount++
+	}
+	if f.learnedCount > maxLearned {
+		// Forgetting costs one extra 421 round trip per subject; growing forever costs memory.
+		f.learned.Clear()
+		f.learnedCount = 0
+	}
+}
+
+// ctxKey is the type of context keys of this package.
+type ctxKey int
+
+const tokenKey ctxKey = 0
+
+// WithToken returns a context that carries the caller's parsed token, for ServeHTTP and Call.
+func WithToken(ctx context.Context, tok *Token) context.Context {
+	return context.WithValue(ctx, tokenKey, tok)
+}
+
+// TokenFrom returns the token stored by WithToken, or nil.
+func TokenFrom(ctx context.Context) *Token {
+	tok, _ := ctx.Value(tokenKey).(*Token)
+	return tok
+}
+
+// ServeHTTP passes a request through to the Fleet API unchanged and streams the answer back.
+// The request's context must carry a token (see RequireToken).
+func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok := TokenFrom(r.Context())
+	if tok == nil {
+		var err error
+		if tok, err = ParseToken(r.Header.Get("Authorization")); err != nil {
+			apierr.Write(w, err)
+			return
+		}
+		r = r.WithContext(WithToken(r.Context(), tok))
+	}
+	// Keep small bodies so a 421 can be answered by sending the same bytes to the right host.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= f.maxReplay && !f.Fixed() {
+		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		if err != nil {
+			apierr.Write(w, clientReadError(err))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	// Bodies stream for as long as they move; a transfer that stalls in either direction for
+	// IdleTimeout is cut off (the server's own read and write timeouts are pushed back while
+	// bytes flow, so a 1 GiB upload is not killed by a fixed deadline).
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	wd := newWatchdog(f.idle, cancel, http.NewResponseController(w))
+	defer wd.stop()
+	r = r.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &watchedReader{rc: r.Body, wd: wd}
+	}
+	ww := &watchedWriter{ResponseWriter: w, wd: wd}
+	f.rp.ServeHTTP(ww, r)
+	if ww.wrote && errors.Is(context.Cause(ctx), errIdle) {
+		// The answer had started and was cut short. Make sure the client sees a broken
+		// transfer, not a clean end of a truncated body.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func clientReadError(err error) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return apierr.Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
+			fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", tooBig.Limit))
+	}
+	return apierr.Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
+}
+
+func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
+	tok := TokenFrom(pr.In.Context())
+	pr.SetURL(f.Target(tok))
+	// SetURL joins the target's empty path with the escaped incoming path, so the path arrives
+	// exactly as the client wrote it, and sets Host to the Fleet API host whatever the client's
+	// Host header said.
+	pr.Out.Host = ""
+	// ReverseProxy drops query parameters that contain ';' (a guard for servers that split on it)
+	// before Rewrite runs. The Fleet API needs them verbatim: vehicle_data's
+	// endpoints=location_data;charge_state is the common case. Restore the raw query.
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	// Append the client's address to X-Forwarded-For, as the reference does. The stdlib has
+	// already removed hop-by-hop and spoofable Forwarded/X-Forwarded-Host/-Proto headers.
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		prior := pr.In.Header.Values("X-Forwarded-For")
+		if len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		pr.Out.Header.Set("X-Forwarded-For", ip)
+	}
+	// Go's client adds a User-Agent when none is set; an app that sent none keeps sending none.
+	if _, ok := pr.In.Header["User-Agent"]; !ok {
+		pr.Out.Header["User-Agent"] = nil
+	}
+}
+
+// errorHandler turns a failed pass-through into the proxy's JSON error. It runs only when nothing
+// has been written to the client yet.
+func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	e := apierr.Write(w, classify(r.Context(), err))
+	f.log.Warn("pass-through failed", zap.String("path", r.URL.EscapedPath()), zap.Int("status", e.Code), zap.Error(err))
+}
+
+// classify maps an upstream failure to the status the client gets: the client gone → 499, a
+// timeout → 504, anything else → 502.
+func classify(ctx context.Context, err error) error {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(context.Cause(ctx), errIdle) {
+		return apierr.Wrap(err, http.StatusGatewayTimeout, "upstream_stalled",
+			"The transfer stopped moving for too long and was cut off.")
+	}
+	if errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Canceled) {
+		return apierr.Wrap(err, apierr.StatusClientClosed, "client_closed_request", "The client closed the connection before the answer was ready.")
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return apierr.Wrap(err, http.StatusGatewayTimeout, "upstream_timeout",
+			"The Fleet API did not answer in time; the request may or may not have been carried out.")
+	}
+	return apierr.Wrap(err, http.StatusBadGateway, "upstream_unreachable",
+		"The proxy could not get an answer from the Fleet API; check the proxy's network and upstream settings.")
+}
+
+// roundTrip sends one request upstream and, when the upstream is not fixed and the answer is a
+// 421 naming another Fleet API host, remembers that host for the token's subject and sends the
+// request there once more. It never loops: a second 421 is returned as it came.
+func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := f.transport.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusMisdirectedRequest || f.Fixed() {
+		return resp, err
+	}
+	host, body := misdirectedHost(resp)
+	resp.Body = body
+	if host == "" {
+		f.log.Warn("421 without a usable Fleet API host; passing it back", zap.String("upstream", req.URL.Host))
+		return resp, nil
+	}
+	tok := TokenFrom(req.Context())
+	if tok != nil {
+		f.learn(tok.Subject, host)
+	}
+	if host == req.URL.Host {
+		return resp, nil
+	}
+	retry := req.Clone(req.Context())
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			// The body was streamed and is gone; the next request with this token goes to the
+			// right host, this one gets the 421.
+			return resp, nil
+		}
+		if retry.Body, err = req.GetBody(); err != nil {
+			return resp, nil
+		}
+	}
+	retry.URL.Host = host
+	retry.Host = ""
+	_ = resp.Body.Close()
+	f.log.Info("421: resending to the host the Fleet API named", zap.String("from", req.URL.Host), zap.String("to", host))
+	return f.transport.RoundTrip(retry)
+}
+
+// baseURLHint finds the host in a 421 body such as
+// {"error":"user out of region, use base URL: https://fleet-api.prd.eu.vn.cloud.tesla.com, see …"}.
+var baseURLHint = regexp.MustCompile(`use base URL: https://([-A-Za-z0-9.]+)`)
+
+// maxHintBody bounds how much of a 421 body is read looking for the hint.
+const maxHintBody = 64 << 10
+
+// misdirectedHost returns the Fleet API host a 421 answer points to ("" if none is usable) and a
+// body that still yields every byte of the original.
+func misdirectedHost(resp *http.Response) (string, io.ReadCloser) {
+	for _, v := range resp.Header.Values("Alt-Svc") {
+		for _, entry := range strings.Split(v, ",") {
+			entry = strings.TrimSpace(entry)
+			val, ok := strings.CutPrefix(entry, "h2=")
+			if !ok {
+				continue
+			}
+			val, _, _ = strings.Cut(val, ";")
+			val = strings.Trim(strings.TrimSpace(val), `"`)
+			if h, ok := FleetHost(val); ok {
+				return h, resp.Body
+			}
+		}
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxHintBody))
+	body := &readCloser{Reader: io.MultiReader(bytes.NewReader(head), resp.Body), Closer: resp.Body}
+	if err != nil {
+		return "", body
+	}
+	if m := baseURLHint.FindSubmatch(head); m != nil {
+		if h, ok := FleetHost(string(m[1])); ok {
+			return h, body
+		}
+	}
+	return "", body
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (fn roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return fn(r) }
+
+// bufferPool lends ReverseProxy 32 KiB copy buffers, so streaming many bodies does not allocate
+// one per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+var _ http.Handler = (*Forwarder)(nil)

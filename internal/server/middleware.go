@@ -1,0 +1,178 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/forward"
+)
+
+// reqInfo collects what the access log reports about a request as it passes through handlers.
+type reqInfo struct {
+	id       string
+	route    string
+	vin      string
+	upstream string
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	ri, _ := r.Context().Value(infoKey{}).(*reqInfo)
+	return ri
+}
+
+func setRoute(r *http.Request, route string) {
+	if ri := info(r); ri != nil {
+		ri.route = route
+	}
+}
+
+// routeClass records the route class of the handler it wraps.
+func routeClass(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ri := info(r); ri != nil {
+			ri.route = route
+			ri.vin = mux.Vars(r)["vin"]
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireToken parses the bearer token once, answers 401 when it is missing or malformed, and
+// stores it in the request context for the handlers behind it (see forward.TokenFrom).
+func requireToken(fwd *forward.Forwarder, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, err := forward.ParseToken(r.Header.Get("Authorization"))
+		if err != nil {
+			apierr.Write(w, err)
+			return
+		}
+		if ri := info(r); ri != nil {
+			ri.upstream = fwd.Target(tok).Host
+		}
+		next.ServeHTTP(w, r.WithContext(forward.WithToken(r.Context(), tok)))
+	})
+}
+
+// RequestID returns the id the access log gives the request, or "".
+func RequestID(ctx context.Context) string {
+	if ri, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return ri.id
+	}
+	return ""
+}
+
+// statusWriter records the status and the bytes written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (Flush, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog writes one line per request with stable keys. It never logs headers or bodies, so
+// tokens and payloads cannot leak through it. A request whose client left before an answer was
+// written is logged with status 499.
+func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight func(float64), next http.Handler) http.Handler {
+	log = log.Named("access")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{id: newID(), route: RouteRejected}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		sw := &statusWriter{ResponseWriter: w}
+		if inFlight != nil {
+			inFlight(1)
+			defer inFlight(-1)
+		}
+		next.ServeHTTP(sw, r)
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+			if r.Context().Err() != nil {
+				status = apierr.StatusClientClosed
+			}
+		}
+		elapsed := time.Since(start)
+		if observe != nil {
+			observe(ri.route, status, elapsed.Seconds())
+		}
+		level := zapcore.InfoLevel
+		if status >= 500 {
+			level = zapcore.WarnLevel
+		}
+		if ce := log.Check(level, "request"); ce != nil {
+			fields := []zap.Field{
+				zap.String("request_id", ri.id),
+				zap.String("method", r.Method),
+				zap.String("route", ri.route),
+				zap.Int("status", status),
+				zap.Int64("bytes", sw.bytes),
+				zap.Duration("duration", elapsed),
+				zap.String("remote", r.RemoteAddr),
+			}
+			if ri.vin != "" {
+				fields = append(fields, zap.String("vin", ri.vin))
+			}
+			if ri.upstream != "" {
+				fields = append(fields, zap.String("upstream", ri.upstream))
+			}
+			ce.Write(fields...)
+		}
+	})
+}
+
+// recoverPanics turns a handler panic into a 500 (when nothing was written yet) and a log line,
+// so one bad request cannot take the proxy down. http.ErrAbortHandler is re-raised: it is how a
+// handler asks the server to drop the connection.
+func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			log.Error("handler panic", zap.Any("panic", v), zap.String("route", info(r).route), zap.Stack("stack"))
+			if sw, ok := w.(*statusWriter); ok && sw.status != 0 {
+				panic(http.ErrAbortHandler)
+			}
+			apierr.Write(w, apierr.New(http.StatusInternalServerError, "internal_error", "The proxy hit an internal error; see its log."))
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

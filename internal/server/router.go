@@ -1,0 +1,147 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/forward"
+)
+
+// Route classes, as they appear in logs and metrics.
+const (
+	RouteHealth      = "health"
+	RoutePublicKey   = "public_key"
+	RouteMetrics     = "metrics"
+	RouteTelemetry   = "telemetry_config"
+	RouteCommand     = "command"
+	RoutePassThrough = "pass_through"
+	RouteRejected    = "rejected"
+)
+
+// Paths of the signed routes and of the proxy's own endpoints.
+const (
+	PathHealth    = "/health"
+	PathPublicKey = "/.well-known/appspecific/com.tesla.3p.public-key.pem"
+	PathMetrics   = "/metrics"
+	PathTelemetry = "/api/1/vehicles/fleet_telemetry_config"
+	PathCommand   = "/api/1/vehicles/{vin}/command/{name}"
+)
+
+// Deps are what the router serves. Nil handlers leave their route to pass-through (Commands,
+// Telemetry) or unregistered (PublicKeyPEM, Metrics).
+type Deps struct {
+	Logger  *zap.Logger
+	Forward *forward.Forwarder
+	// Commands serves POST /api/1/vehicles/{vin}/command/{name}.
+	Commands http.Handler
+	// Telemetry serves POST /api/1/vehicles/fleet_telemetry_config.
+	Telemetry http.Handler
+	// PublicKeyPEM is the command key's public half, served where Tesla looks for it.
+	PublicKeyPEM []byte
+	// Metrics serves /metrics on the main listener; nil when metrics live elsewhere or are off.
+	Metrics http.Handler
+	// Observe, when not nil, is told about every finished request (for metrics).
+	Observe func(route string, status int, seconds float64)
+	// InFlight, when not nil, is told when a request starts (+1) and ends (-1).
+	InFlight func(delta float64)
+}
+
+// NewRouter builds the proxy's one routing table. Order matters and is written here only:
+//
+//  1. access log and panic recovery around everything (outermost);
+//  2. odd requests (CONNECT, dot-segments) refused before routing;
+//  3. the proxy's own endpoints, which need no token;
+//  4. the signed routes, each behind the bearer-token check;
+//  5. everything else, behind the token check, passed through (last).
+func NewRouter(d Deps) http.Handler {
+	log := d.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r := mux.NewRouter()
+	// Match on the escaped path so an encoded slash stays inside one segment, and do not let mux
+	// "clean" paths with redirects: pass-through must keep the path byte for byte.
+	r.UseEncodedPath()
+	r.SkipClean(true)
+
+	r.Handle(PathHealth, routeClass(RouteHealth, methods(http.HandlerFunc(health), http.MethodGet, http.MethodHead)))
+	if d.PublicKeyPEM != nil {
+		pem := d.PublicKeyPEM
+		r.Handle(PathPublicKey, routeClass(RoutePublicKey, methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			w.Header().Set("Cache-Control", "public, max-age=300")
+			_, _ = w.Write(pem)
+		}), http.MethodGet, http.MethodHead)))
+	}
+	if d.Metrics != nil {
+		r.Handle(PathMetrics, routeClass(RouteMetrics, methods(d.Metrics, http.MethodGet)))
+	}
+	if d.Telemetry != nil {
+		r.Handle(PathTelemetry, routeClass(RouteTelemetry, requireToken(d.Forward, methods(d.Telemetry, http.MethodPost))))
+	}
+	if d.Commands != nil {
+		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(d.Commands, http.MethodPost))))
+	}
+	r.PathPrefix("/").Handler(routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward)))
+
+	return accessLog(log, d.Observe, d.InFlight, recoverPanics(log, refuseOdd(r)))
+}
+
+func health(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("OK"))
+}
+
+// methods answers 405 with an Allow header for any method not listed.
+func methods(h http.Handler, allowed ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range allowed {
+			if r.Method == m {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
+			"This endpoint accepts "+strings.Join(allowed, " or ")+" only."))
+	})
+}
+
+// refuseOdd turns away requests no Fleet API client sends: CONNECT (the proxy is not a tunnel)
+// and paths with dot-segments, which a server behind us might resolve into a different route than
+// the one we matched.
+func refuseOdd(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			setRoute(r, RouteRejected)
+			w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+			apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
+				"CONNECT is not supported: this is a Fleet API proxy, not a tunnel."))
+			return
+		}
+		if hasDotSegment(r.URL.EscapedPath()) || !strings.HasPrefix(r.URL.EscapedPath(), "/") {
+			setRoute(r, RouteRejected)
+			apierr.Write(w, apierr.New(http.StatusBadRequest, "invalid_path",
+				"The path must be absolute and must not contain '.' or '..' segments; send the resolved path."))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hasDotSegment reports whether an escaped path has a "." or ".." segment, written plainly or
+// percent-encoded.
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		s := strings.ToLower(seg)
+		s = strings.ReplaceAll(s, "%2e", ".")
+		if s == "." || s == ".." {
+			return true
+		}
+	}
+	return false
+}

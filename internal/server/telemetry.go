@@ -1,0 +1,118 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/jws"
+)
+
+// PathTelemetryJWS is where a signed telemetry config goes upstream.
+const PathTelemetryJWS = "/api/1/vehicles/fleet_telemetry_config_jws"
+
+// Telemetry serves POST /api/1/vehicles/fleet_telemetry_config: it checks the config, signs it
+// with the command key into a Tesla.SS256 JWS and posts {"vins":[…],"token":"…"} to the Fleet
+// API's fleet_telemetry_config_jws endpoint, relaying the answer unchanged.
+type Telemetry struct {
+	Key     protocol.ECDHPrivateKey
+	Forward *forward.Forwarder
+	// MaxBodyBytes bounds the request body; larger bodies get 413.
+	MaxBodyBytes int64
+	Logger       *zap.Logger
+	// Now returns the time "exp" must lie after; nil means time.Now.
+	Now func() time.Time
+}
+
+// ServeHTTP implements http.Handler.
+func (t *Telemetry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := t.serve(w, r); err != nil {
+		e := apierr.Write(w, err)
+		if t.Logger != nil && e.Code >= 500 {
+			t.Logger.Warn("telemetry config failed", zap.Int("status", e.Code), zap.Error(e))
+		}
+	}
+}
+
+func (t *Telemetry) serve(w http.ResponseWriter, r *http.Request) error {
+	body, err := ReadBody(w, r, t.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	now := time.Now
+	if t.Now != nil {
+		now = t.Now
+	}
+	req, err := jws.ParseTelemetryRequest(body, now())
+	if err != nil {
+		return err
+	}
+	token, overwritten, err := jws.SignTelemetryConfig(t.Key, req.Config)
+	if err != nil {
+		return apierr.Wrap(err, http.StatusInternalServerError, "signing_failed", "The proxy could not sign the configuration; see its log.")
+	}
+	out, err := json.Marshal(struct {
+		VINs  []string `json:"vins"`
+		Token string   `json:"token"`
+	}{req.VINs, token})
+	if err != nil {
+		return apierr.Wrap(err, http.StatusInternalServerError, "internal_error", "The proxy could not build the upstream request.")
+	}
+	reply, err := t.Forward.Call(r.Context(), http.MethodPost, PathTelemetryJWS, out, nil)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	for k, vs := range reply.Header {
+		if isHopHeader(k) {
+			continue
+		}
+		h[k] = vs
+	}
+	h.Del("Content-Length")
+	if len(overwritten) > 0 {
+		// The Fleet API's answer is relayed untouched; the note rides in a header.
+		h.Add("Warning", fmt.Sprintf(`299 tesla-proxy "config.%s was overwritten: the proxy sets iss and aud when it signs"`,
+			strings.Join(overwritten, " and config.")))
+	}
+	w.WriteHeader(reply.Status)
+	_, _ = w.Write(reply.Body)
+	return nil
+}
+
+// ReadBody reads a request body the proxy must look at, bounded by limit (413 above it).
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, apierr.Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", limit))
+		}
+		return nil, apierr.Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
+	}
+	return body, nil
+}
+
+// isHopHeader reports whether a response header belongs to one connection only (RFC 9110 §7.6.1).
+func isHopHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
+		return true
+	}
+	return false
+}
+
+var _ http.Handler = (*Telemetry)(nil)
