@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/teslaproxy/proxy/internal/fleetsim"
+)
+
+// simulateUsage heads "proxy simulate -h".
+const simulateUsage = `Usage: proxy simulate [flags]
+
+Runs the Fleet API and vehicle simulator (internal/fleetsim) on its own, for trying the proxy or
+another client without a car. It serves the simulated Fleet API under /api/1/ and its control
+endpoints under /sim/ (GET /sim/stats, POST /sim/faults, POST /sim/reboot, …).
+
+Flags:
+`
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// simulateFlags are the parsed flags of "proxy simulate".
+type simulateFlags struct {
+	listen      string
+	allowRemote bool
+	enroll      stringList
+	vins        string
+	cert, key   string
+	legacy      string
+	asleep      string
+	verbose     bool
+}
+
+// runSimulate runs "proxy simulate" until ctx ends. It prints the listen URL and the VINs on
+// stdout and returns 0 after a clean shutdown, 1 on a runtime failure, 2 on a usage error.
+func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f simulateFlags
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, simulateUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "`address` to listen on; port 0 picks a free one")
+	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow -listen on a non-loopback address")
+	fs.Var(&f.enroll, "enroll", "public or private key `file` (PEM, or a raw/hex P-256 point) to enroll on every vehicle and trust for telemetry JWS; repeatable")
+	fs.StringVar(&f.vins, "vins", "", "comma-separated `VINs` to simulate (default: three generated VINs)")
+	fs.StringVar(&f.cert, "cert", "", "TLS certificate `file` (serve HTTPS; needs -key)")
+	fs.StringVar(&f.key, "key", "", "TLS private key `file` (needs -cert)")
+	fs.StringVar(&f.legacy, "legacy", "", "comma-separated `VINs` of vehicles without the Vehicle Command Protocol (422 on signed_command)")
+	fs.StringVar(&f.asleep, "asleep", "", "comma-separated `VINs` of vehicles that start asleep (wake_up wakes them)")
+	fs.BoolVar(&f.verbose, "verbose", false, "log every request (never tokens or keys)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "proxy simulate: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+
+	log := newSimLogger(f.verbose, stderr)
+	defer func() { _ = log.Sync() }()
+	sim, vins, tlsConfig, err := buildSimulator(f, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy simulate: %v\n", err)
+		return 2
+	}
+
+	if err := checkLoopback(f.listen, f.allowRemote); err != nil {
+		fmt.Fprintf(stderr, "proxy simulate: %v\n", err)
+		return 2
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", f.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy simulate: listen on %s: %v\n", f.listen, err)
+		return 1
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !f.allowRemote && !tcp.IP.IsLoopback() {
+		_ = ln.Close()
+		fmt.Fprintf(stderr, "proxy simulate: %s is not a loopback address; pass -allow-remote to serve it anyway\n", tcp.IP)
+		return 2
+	}
+
+	srv := &http.Server{
+		Handler: sim,
+		// Headers must arrive promptly; bodies may not: the echo route streams uploads of any
+		// size and faults inject delays, so there is no ReadTimeout or WriteTimeout.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         tlsConfig,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "simulator listening on %s://%s\n", scheme, ln.Addr())
+	fmt.Fprintf(stdout, "vins: %s\n", strings.Join(vins, ","))
+
+	served := make(chan error, 1)
+	go func() {
+		if tlsConfig != nil {
+			served <- srv.ServeTLS(ln, "", "")
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-served:
+		fmt.Fprintf(stderr, "proxy simulate: serve: %v\n", err)
+		return 1
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+	}
+	<-served
+	return 0
+}
+
+// buildSimulator turns the flags into a simulator with its vehicles.
+func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []string, *tls.Config, error) {
+	var keys []*ecdh.PublicKey
+	for _, path := range f.enroll {
+		k, err := protocol.LoadPublicKey(path)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("-enroll %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+
+	vins := splitList(f.vins)
+	if len(vins) == 0 {
+		vins = []string{fleetsim.NewTestVIN(1), fleetsim.NewTestVIN(2), fleetsim.NewTestVIN(3)}
+	}
+	known := map[string]bool{}
+	for _, vin := range vins {
+		if len(vin) != 17 || strings.ContainsFunc(vin, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') }) {
+			return nil, nil, nil, fmt.Errorf("-vins: %q is not 17 upper-case letters and digits", vin)
+		}
+		if known[vin] {
+			return nil, nil, nil, fmt.Errorf("-vins: %s is listed twice", vin)
+		}
+		known[vin] = true
+	}
+	legacy, asleep := splitList(f.legacy), splitList(f.asleep)
+	for _, vin := range append(append([]string(nil), legacy...), asleep...) {
+		if !known[vin] {
+			return nil, nil, nil, fmt.Errorf("%s is not one of the simulated VINs (-vins)", vin)
+		}
+	}
+
+	var tlsConfig *tls.Config
+	switch {
+	case f.cert != "" && f.key != "":
+		cert, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case f.cert != "" || f.key != "":
+		return nil, nil, nil, errors.New("-cert and -key go together")
+	}
+
+	sim := fleetsim.New(fleetsim.Options{Logger: log, TrustedKeys: keys})
+	for _, vin := range vins {
+		sim.AddVehicle(vin, keys...)
+	}
+	for _, vin := range legacy {
+		sim.SetFault(vin, fleetsim.Fault{Legacy: true})
+	}
+	for _, vin := range asleep {
+		sim.Vehicle(vin).SetAsleep(true)
+	}
+	return sim, vins, tlsConfig, nil
+}
+
+// checkLoopback refuses a listen address beyond loopback unless allowed.
+func checkLoopback(addr string, allowRemote bool) error {
+	if allowRemote {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-listen %s: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("-listen %s is not a loopback address; pass -allow-remote to serve it anyway", addr)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// newSimLogger logs JSON lines to w: warnings and above, or debug and above when verbose.
+func newSimLogger(verbose bool, w io.Writer) *zap.Logger {
+	level := zapcore.WarnLevel
+	if verbose {
+		level = zapcore.DebugLevel
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level))
+}

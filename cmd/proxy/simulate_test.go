@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/teslaproxy/proxy/internal/fleetsim"
+)
+
+// simRun is one "proxy simulate" running in the background.
+type simRun struct {
+	url    string
+	vins   string
+	cancel context.CancelFunc
+	done   chan int
+	stderr *bytes.Buffer
+}
+
+// startSimulate runs runSimulate with args and waits for its two stdout lines.
+func startSimulate(t *testing.T, args ...string) *simRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	r := &simRun{cancel: cancel, done: make(chan int, 1), stderr: &bytes.Buffer{}}
+	go func() {
+		code := runSimulate(ctx, args, pw, r.stderr)
+		_ = pw.Close()
+		r.done <- code
+	}()
+	lines := bufio.NewScanner(pr)
+	for _, want := range []string{"simulator listening on ", "vins: "} {
+		if !lines.Scan() {
+			cancel()
+			t.Fatalf("simulate exited early (code %d): %s", <-r.done, r.stderr)
+		}
+		v, ok := strings.CutPrefix(lines.Text(), want)
+		if !ok {
+			t.Fatalf("stdout line %q, want prefix %q", lines.Text(), want)
+		}
+		if want == "vins: " {
+			r.vins = v
+		} else {
+			r.url = v
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	return r
+}
+
+// stop cancels the context and returns the exit code.
+func (r *simRun) stop(t *testing.T) int {
+	t.Helper()
+	r.cancel()
+	select {
+	case code := <-r.done:
+		return code
+	case <-time.After(10 * time.Second):
+		t.Fatal("simulate did not stop")
+		return -1
+	}
+}
+
+func writeClientKey(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func getJSON(t *testing.T, client *http.Client, url string, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// leakCheck ignores goroutines that existed before the test (other tests of this package).
+func leakCheck(t *testing.T) func() {
+	opt := goleak.IgnoreCurrent()
+	return func() { goleak.VerifyNone(t, opt) }
+}
+
+func TestSimulateDefaults(t *testing.T) {
+	defer leakCheck(t)()
+	r := startSimulate(t)
+	if !strings.HasPrefix(r.url, "http://127.0.0.1:") {
+		t.Errorf("url = %q", r.url)
+	}
+	want := strings.Join([]string{fleetsim.NewTestVIN(1), fleetsim.NewTestVIN(2), fleetsim.NewTestVIN(3)}, ",")
+	if r.vins != want {
+		t.Errorf("vins = %q, want %q", r.vins, want)
+	}
+	client := &http.Client{}
+	var list struct {
+		Count int `json:"count"`
+	}
+	getJSON(t, client, r.url+"/api/1/vehicles", &list)
+	if list.Count != 3 {
+		t.Errorf("count = %d", list.Count)
+	}
+	client.CloseIdleConnections()
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d, stderr %s", code, r.stderr)
+	}
+}
+
+func TestSimulateFlags(t *testing.T) {
+	defer leakCheck(t)()
+	keyFile := writeClientKey(t)
+	vin1, vin2 := fleetsim.NewTestVIN(7), fleetsim.NewTestVIN(8)
+	certFile, tlsKeyFile := writeSelfSigned(t)
+	r := startSimulate(t, "-enroll", keyFile, "-vins", vin1+","+vin2, "-legacy", vin2, "-asleep", vin1,
+		"-cert", certFile, "-key", tlsKeyFile)
+	if !strings.HasPrefix(r.url, "https://127.0.0.1:") || r.vins != vin1+","+vin2 {
+		t.Errorf("url %q vins %q", r.url, r.vins)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // self-signed test cert
+	var vehicles []struct {
+		VIN      string            `json:"vin"`
+		State    fleetsim.CarState `json:"state"`
+		Enrolled int               `json:"enrolled_keys"`
+	}
+	getJSON(t, client, r.url+"/sim/vehicles", &vehicles)
+	if len(vehicles) != 2 || !vehicles[0].State.Asleep || vehicles[1].State.Asleep || vehicles[0].Enrolled != 1 {
+		t.Errorf("vehicles = %+v", vehicles)
+	}
+	var faults struct {
+		Vehicles map[string]fleetsim.Fault `json:"vehicles"`
+	}
+	getJSON(t, client, r.url+"/sim/faults", &faults)
+	if !faults.Vehicles[vin2].Legacy || faults.Vehicles[vin1].Legacy {
+		t.Errorf("faults = %+v", faults)
+	}
+	client.CloseIdleConnections()
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d, stderr %s", code, r.stderr)
+	}
+}
+
+func TestSimulateUsageErrors(t *testing.T) {
+	keyFile := writeClientKey(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"non-loopback listen", []string{"-listen", "0.0.0.0:0"}, "not a loopback address"},
+		{"cert without key", []string{"-cert", "x.pem"}, "-cert and -key go together"},
+		{"bad VIN", []string{"-vins", "SHORT"}, "not 17 upper-case"},
+		{"legacy VIN not simulated", []string{"-vins", fleetsim.NewTestVIN(1), "-legacy", fleetsim.NewTestVIN(2)}, "not one of the simulated VINs"},
+		{"missing key file", []string{"-enroll", filepath.Join(t.TempDir(), "none.pem")}, "-enroll"},
+		{"bad key file", []string{"-enroll", keyFile + "x"}, "-enroll"},
+		{"stray argument", []string{"extra"}, "unexpected argument"},
+		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := runSimulate(t.Context(), tc.args, &stdout, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), tc.want) || stdout.Len() != 0 {
+				t.Errorf("code %d stdout %q stderr %q, want 2 and %q", code, stdout.String(), stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+// writeSelfSigned writes a throwaway certificate for 127.0.0.1.
+func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "fleetsim test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}

@@ -1,0 +1,430 @@
+package fleetsim
+
+import (
+	"context"
+	"crypto/ecdh"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
+)
+
+// maxCommandBody bounds what the simulator reads of a signed_command or REST command body.
+const maxCommandBody = 1 << 20
+
+// Server is the simulated Fleet API with its vehicles. It implements http.Handler; serve it with
+// httptest.NewServer / NewTLSServer or any http.Server. All methods are safe for concurrent use.
+type Server struct {
+	log     *zap.Logger
+	now     func() time.Time
+	trusted []*ecdh.PublicKey
+	router  *mux.Router
+
+	mu         sync.Mutex
+	vehicles   map[string]*Vehicle
+	ids        map[string]string // numeric id (id_s) → VIN
+	order      []string
+	fault      Fault
+	faults     map[string]Fault
+	executions []Execution
+	telemetry  map[string]map[string]any
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// New returns a Server with no vehicles.
+func New(opts Options) *Server {
+	s := &Server{
+		log:       opts.Logger,
+		now:       opts.Now,
+		trusted:   append([]*ecdh.PublicKey(nil), opts.TrustedKeys...),
+		vehicles:  make(map[string]*Vehicle),
+		ids:       make(map[string]string),
+		faults:    make(map[string]Fault),
+		telemetry: make(map[string]map[string]any),
+		stats:     emptyStats(),
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.log = s.log.Named("fleetsim")
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.router = s.newRouter()
+	return s
+}
+
+// newRouter is the one routing table. UseEncodedPath and SkipClean keep escaped and unclean paths
+// exactly as they arrived, so the echo can report them; the catch-all is registered last.
+func (s *Server) newRouter() *mux.Router {
+	r := mux.NewRouter().UseEncodedPath().SkipClean(true)
+
+	// Control endpoints, outside the simulated Fleet API and not counted in Stats.
+	r.HandleFunc("/sim/stats", s.handleSimStats).Methods(http.MethodGet)
+	r.HandleFunc("/sim/stats", s.handleSimResetStats).Methods(http.MethodDelete)
+	r.HandleFunc("/sim/stats/reset", s.handleSimResetStats).Methods(http.MethodPost)
+	r.HandleFunc("/sim/executions", s.handleSimExecutions).Methods(http.MethodGet)
+	r.HandleFunc("/sim/faults", s.handleSimGetFaults).Methods(http.MethodGet)
+	r.HandleFunc("/sim/faults", s.handleSimSetFault).Methods(http.MethodPost)
+	r.HandleFunc("/sim/reboot", s.handleSimReboot).Methods(http.MethodPost)
+	r.HandleFunc("/sim/vehicles", s.handleSimVehicles).Methods(http.MethodGet)
+	r.HandleFunc("/sim/vehicles/{vin}/asleep", s.handleSimAsleep).Methods(http.MethodPost)
+	r.PathPrefix("/sim/").HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		apierr.Write(w, apierr.New(http.StatusNotFound, "not_found", "Unknown simulator control endpoint."))
+	})
+
+	// The simulated Fleet API.
+	r.Handle("/api/1/vehicles", s.api("vehicles", s.handleVehicles)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/fleet_telemetry_config_jws", s.api("fleet_telemetry_config_jws", s.handleTelemetryJWS)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}/signed_command", s.api("signed_command", s.handleSignedCommand)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}/command/{name}", s.api("command", s.handleRESTCommand)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}/wake_up", s.api("wake_up", s.handleWakeUp)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}/fleet_telemetry_config", s.api("fleet_telemetry_config", s.handleTelemetryGet)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/fleet_telemetry_config", s.api("fleet_telemetry_config", s.handleTelemetryDelete)).Methods(http.MethodDelete)
+	r.PathPrefix("/").Handler(s.api("echo", s.handleEcho))
+	return r
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// AddVehicle adds a vehicle with a fresh key, fresh epochs and the default car state, awake, with
+// the given client keys enrolled, and returns it. Adding a VIN that exists returns the existing
+// vehicle with the keys added.
+func (s *Server) AddVehicle(vin string, enrolled ...*ecdh.PublicKey) *Vehicle {
+	s.mu.Lock()
+	v, ok := s.vehicles[vin]
+	if !ok {
+		var err error
+		v, err = newVehicle(vin, s.now)
+		if err != nil {
+			s.mu.Unlock()
+			// Only key generation or the system RNG can fail here.
+			panic("fleetsim: new vehicle: " + err.Error())
+		}
+		s.vehicles[vin] = v
+		s.ids[strconv.FormatInt(vehicleID(vin), 10)] = vin
+		s.order = append(s.order, vin)
+	}
+	s.mu.Unlock()
+	v.Enroll(enrolled...)
+	return v
+}
+
+// Vehicle returns the vehicle with that VIN, or nil.
+func (s *Server) Vehicle(vin string) *Vehicle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.vehicles[vin]
+}
+
+// VINs returns the VINs of all vehicles in the order they were added.
+func (s *Server) VINs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.order...)
+}
+
+// SetFault sets the fault for one vehicle, or for the whole server when vin is "". The zero Fault
+// clears it.
+func (s *Server) SetFault(vin string, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case vin == "":
+		s.fault = f
+	case f.IsZero():
+		delete(s.faults, vin)
+	default:
+		s.faults[vin] = f
+	}
+}
+
+// Fault returns the effective fault for a vehicle (its own merged with the server-wide one), or
+// the server-wide fault when vin is "".
+func (s *Server) Fault(vin string) Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if vin == "" {
+		return s.fault
+	}
+	return s.faults[vin].merge(s.fault)
+}
+
+// Reboot reboots one vehicle, or every vehicle when vin is "" (see Vehicle.Reboot).
+func (s *Server) Reboot(vin string) {
+	for _, v := range s.pick(vin) {
+		v.Reboot()
+	}
+}
+
+// Executions returns a copy of the commands recorded for one vehicle, or for all when vin is "",
+// in the order they ran.
+func (s *Server) Executions(vin string) []Execution {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Execution
+	for _, e := range s.executions {
+		if vin == "" || e.VIN == vin {
+			e.Body = append([]byte(nil), e.Body...)
+			if len(e.Body) == 0 {
+				e.Body = nil
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	out := s.stats
+	out.Vehicles = make(map[string]VehicleStats, len(s.stats.Vehicles))
+	for vin, vs := range s.stats.Vehicles {
+		vs.Rejections = maps.Clone(vs.Rejections)
+		out.Vehicles[vin] = vs
+	}
+	out.Rejections = maps.Clone(s.stats.Rejections)
+	out.Injected = maps.Clone(s.stats.Injected)
+	out.Routes = maps.Clone(s.stats.Routes)
+	out.Billing = maps.Clone(s.stats.Billing)
+	return out
+}
+
+// ResetStats sets every counter back to zero. Executions are kept.
+func (s *Server) ResetStats() {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats = emptyStats()
+}
+
+func emptyStats() Stats {
+	return Stats{
+		Vehicles:   map[string]VehicleStats{},
+		Rejections: map[string]int{},
+		Injected:   map[string]int{},
+		Routes:     map[string]int{},
+		Billing:    map[string]int{},
+	}
+}
+
+// pick returns one vehicle, or all when vin is "".
+func (s *Server) pick(vin string) []*Vehicle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if vin != "" {
+		if v := s.vehicles[vin]; v != nil {
+			return []*Vehicle{v}
+		}
+		return nil
+	}
+	out := make([]*Vehicle, 0, len(s.order))
+	for _, vin := range s.order {
+		out = append(out, s.vehicles[vin])
+	}
+	return out
+}
+
+// lookup finds a vehicle by VIN or by its numeric id (the Fleet API's "vehicle_tag").
+func (s *Server) lookup(tag string) *Vehicle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := s.vehicles[tag]; v != nil {
+		return v
+	}
+	return s.vehicles[s.ids[tag]]
+}
+
+func (s *Server) record(e Execution) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.executions = append(s.executions, e)
+}
+
+// vehicleID is a stable, positive, Tesla-looking numeric id for a VIN.
+func vehicleID(vin string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(vin))
+	return int64(h.Sum64()%9_000_000_000_000_000) + 1_000_000_000_000_000
+}
+
+// --- counting ---
+
+func (s *Server) countVehicle(vin string, f func(*VehicleStats)) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	vs := s.stats.Vehicles[vin]
+	f(&vs)
+	s.stats.Vehicles[vin] = vs
+}
+
+func (s *Server) countRejection(vin, name string) {
+	s.countVehicle(vin, func(vs *VehicleStats) {
+		if vs.Rejections == nil {
+			vs.Rejections = map[string]int{}
+		}
+		vs.Rejections[name]++
+	})
+	s.statsMu.Lock()
+	s.stats.Rejections[name]++
+	s.statsMu.Unlock()
+}
+
+func (s *Server) countInjected(name string) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats.Injected[name]++
+}
+
+func (s *Server) countJWS(accepted bool) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if accepted {
+		s.stats.JWSAccepted++
+	} else {
+		s.stats.JWSRejected++
+	}
+}
+
+// billingCategory maps a route to Tesla's price list.
+func billingCategory(route string) string {
+	switch route {
+	case "signed_command", "command":
+		return BillingCommands
+	case "wake_up":
+		return BillingWakes
+	default:
+		return BillingData
+	}
+}
+
+func (s *Server) countRequest(route string, status int) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats.Upstream++
+	s.stats.Routes[route]++
+	// Tesla bills every answer below 500. A request that got no answer at all (the client went
+	// away during an injected delay) is not counted as billed.
+	if status != 0 && status < 500 {
+		s.stats.Billing[billingCategory(route)]++
+	}
+}
+
+// statusRecorder remembers the status written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// api wraps a Fleet API handler: it counts the request and applies the faults that hit every
+// route (delay, 421, 429) before the handler runs.
+func (s *Server) api(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() { s.countRequest(route, rec.code) }()
+		vin := s.vinOf(r)
+		f := s.Fault(vin)
+		if f.Delay > 0 {
+			if err := sleepCtx(r.Context(), f.Delay); err != nil {
+				return
+			}
+		}
+		if host := f.MisdirectedHost; host != "" {
+			s.countInjected("misdirected")
+			writeFleetError(rec, http.StatusMisdirectedRequest,
+				fmt.Sprintf("user out of region, use base URL: https://%s, see https://developer.tesla.com/docs/fleet-api#regional-requirements", host),
+				"", http.Header{"Alt-Svc": {"h2=https://" + host}})
+			return
+		}
+		if n := f.RateLimitRetryAfter; n > 0 {
+			s.countInjected("rate_limited")
+			writeFleetError(rec, http.StatusTooManyRequests, "rate limit exceeded",
+				fmt.Sprintf("Rate limit exceeded; retry after %d seconds.", n),
+				http.Header{"Retry-After": {strconv.Itoa(n)}})
+			return
+		}
+		h(rec, r)
+		if s.log.Core().Enabled(zap.DebugLevel) {
+			s.log.Debug("request", zap.String("route", route), zap.String("vin", vin), zap.Int("status", rec.code))
+		}
+	})
+}
+
+// vinOf returns the VIN a Fleet API path names (/api/1/vehicles/{vin or id}/…), or "".
+func (s *Server) vinOf(r *http.Request) string {
+	parts := strings.Split(r.URL.EscapedPath(), "/")
+	if len(parts) < 5 || parts[1] != "api" || parts[2] != "1" || parts[3] != "vehicles" {
+		return ""
+	}
+	tag, err := url.PathUnescape(parts[4])
+	if err != nil {
+		return ""
+	}
+	if v := s.lookup(tag); v != nil {
+		return v.vin
+	}
+	return ""
+}
+
+// writeFleetError writes the Fleet API's error shape {"response":null,"error":…,"error_description":…}.
+func writeFleetError(w http.ResponseWriter, code int, errText, desc string, h http.Header) {
+	apierr.Write(w, &apierr.Error{Code: code, Word: errText, Msg: desc, Header: h})
+}
+
+// writeJSON writes v as a JSON answer.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		apierr.Write(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var _ http.Handler = (*Server)(nil)

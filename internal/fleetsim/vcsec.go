@@ -1,0 +1,234 @@
+package fleetsim
+
+import (
+	"crypto/ecdh"
+	"crypto/sha1" //nolint:gosec // VCSEC identifies keys by SHA-1 of the public key.
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	verrors "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/errors"
+	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/vcsec"
+)
+
+// runVCSEC decodes a VCSEC.UnsignedMessage, applies it to the car state and returns the action
+// name, the encoded FromVCSECMessage reply and whether the action is one VCSEC knows. The caller
+// holds v.mu. An error means the payload does not decode.
+//
+// As pkg/vehicle/vcsec.go expects, a successful RKE or closure command gets an empty reply, a
+// refused one a nominalError, and a whitelist operation a commandStatus carrying
+// whitelistOperationStatus.
+func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []byte, known bool, err error) {
+	var msg vcsec.UnsignedMessage
+	if err := proto.Unmarshal(payload, &msg); err != nil {
+		return "", nil, false, err
+	}
+	refusal := func() []byte {
+		code := verrors.GenericError_E_GENERICERROR_UNKNOWN
+		if c, ok := verrors.GenericError_E_value["GENERICERROR_"+strings.ToUpper(refuse)]; ok {
+			code = verrors.GenericError_E(c)
+		}
+		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_NominalError{
+			NominalError: &verrors.NominalError{GenericError: code},
+		}})
+	}
+
+	switch sub := msg.GetSubMessage().(type) {
+	case *vcsec.UnsignedMessage_RKEAction:
+		action = sub.RKEAction.String()
+		if _, ok := vcsec.RKEAction_E_name[int32(sub.RKEAction)]; !ok {
+			return "RKEAction:" + action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false, nil
+		}
+		if refuse != "" {
+			return action, refusal(), true, nil
+		}
+		switch sub.RKEAction {
+		case vcsec.RKEAction_E_RKE_ACTION_LOCK, vcsec.RKEAction_E_RKE_ACTION_AUTO_SECURE_VEHICLE:
+			v.state.Locked = true
+		case vcsec.RKEAction_E_RKE_ACTION_UNLOCK:
+			v.state.Locked = false
+		case vcsec.RKEAction_E_RKE_ACTION_REMOTE_DRIVE:
+			v.state.RemoteStart = true
+		case vcsec.RKEAction_E_RKE_ACTION_WAKE_VEHICLE:
+			v.state.Asleep = false
+		}
+		return action, nil, true, nil
+
+	case *vcsec.UnsignedMessage_ClosureMoveRequest:
+		req := sub.ClosureMoveRequest
+		var moves []string
+		req.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+			if fd.Kind() == protoreflect.EnumKind && val.Enum() != 0 {
+				name := vcsec.ClosureMoveType_E(val.Enum()).String()
+				moves = append(moves, string(fd.Name())+"="+strings.TrimPrefix(name, "CLOSURE_MOVE_TYPE_"))
+			}
+			return true
+		})
+		// Range visits fields in an unspecified order; the action name lists them by field number.
+		sort.Slice(moves, func(i, j int) bool { return closureOrder(moves[i]) < closureOrder(moves[j]) })
+		action = "closureMoveRequest:" + strings.Join(moves, ",")
+		if len(moves) == 0 {
+			return action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true, nil
+		}
+		if refuse != "" {
+			return action, refusal(), true, nil
+		}
+		move(&v.state.RearTrunkOpen, req.GetRearTrunk())
+		move(&v.state.FrontTrunkOpen, req.GetFrontTrunk())
+		move(&v.state.TonneauOpen, req.GetTonneau())
+		move(&v.state.ChargePortOpen, req.GetChargePort())
+		return action, nil, true, nil
+
+	case *vcsec.UnsignedMessage_WhitelistOperation:
+		op := sub.WhitelistOperation
+		name := "unknown"
+		if fd := op.ProtoReflect().WhichOneof(op.ProtoReflect().Descriptor().Oneofs().ByName("sub_message")); fd != nil {
+			name = string(fd.Name())
+		}
+		action = "whitelistOperation:" + name
+		info := vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
+		if refuse != "" {
+			info = vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_UNDOCUMENTED_ERROR
+		} else {
+			info = v.whitelist(op)
+		}
+		status := vcsec.OperationStatus_E_OPERATIONSTATUS_OK
+		if info != vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE {
+			status = vcsec.OperationStatus_E_OPERATIONSTATUS_ERROR
+		}
+		return action, mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_CommandStatus{
+			CommandStatus: &vcsec.CommandStatus{
+				OperationStatus: status,
+				SubMessage: &vcsec.CommandStatus_WhitelistOperationStatus{WhitelistOperationStatus: &vcsec.WhitelistOperationStatus{
+					WhitelistOperationInformation: info,
+					OperationStatus:               status,
+				}},
+			},
+		}}), true, nil
+
+	case *vcsec.UnsignedMessage_InformationRequest:
+		out, _ := v.vcsecInformation(payload)
+		return "informationRequest:" + sub.InformationRequest.GetInformationRequestType().String(), out, true, nil
+
+	default:
+		return "unknown", nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false, nil
+	}
+}
+
+// closureOrder sorts "field=MOVE" strings by the field's number in ClosureMoveRequest.
+func closureOrder(s string) int {
+	name, _, _ := strings.Cut(s, "=")
+	fd := (&vcsec.ClosureMoveRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(name))
+	if fd == nil {
+		return 1 << 30
+	}
+	return int(fd.Number())
+}
+
+// move applies a closure move to an open/closed flag. MOVE toggles, as a powered trunk does.
+func move(open *bool, m vcsec.ClosureMoveType_E) {
+	switch m {
+	case vcsec.ClosureMoveType_E_CLOSURE_MOVE_TYPE_OPEN:
+		*open = true
+	case vcsec.ClosureMoveType_E_CLOSURE_MOVE_TYPE_CLOSE:
+		*open = false
+	case vcsec.ClosureMoveType_E_CLOSURE_MOVE_TYPE_MOVE:
+		*open = !*open
+	}
+}
+
+// whitelist applies a key-list operation. The caller holds v.mu.
+func (v *Vehicle) whitelist(op *vcsec.WhitelistOperation) vcsec.WhitelistOperationInformation_E {
+	var raw []byte
+	add := true
+	switch {
+	case op.GetAddKeyToWhitelistAndAddPermissions() != nil:
+		raw = op.GetAddKeyToWhitelistAndAddPermissions().GetKey().GetPublicKeyRaw()
+	case op.GetAddPublicKeyToWhitelist() != nil:
+		raw = op.GetAddPublicKeyToWhitelist().GetPublicKeyRaw()
+	case op.GetRemovePublicKeyFromWhitelist() != nil:
+		raw, add = op.GetRemovePublicKeyFromWhitelist().GetPublicKeyRaw(), false
+	default:
+		// Permission changes and impermanent keys are accepted without simulating them.
+		return vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
+	}
+	pub, err := ecdh.P256().NewPublicKey(raw)
+	if err != nil {
+		return vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_INVALID_PUBLIC_KEY
+	}
+	if add {
+		v.enrolled[string(pub.Bytes())] = pub
+	} else {
+		delete(v.enrolled, string(pub.Bytes()))
+	}
+	return vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
+}
+
+// vcsecInformation answers an InformationRequest; ok is false if payload is not one. The caller
+// holds v.mu.
+func (v *Vehicle) vcsecInformation(payload []byte) (out []byte, ok bool) {
+	var msg vcsec.UnsignedMessage
+	if err := proto.Unmarshal(payload, &msg); err != nil || msg.GetInformationRequest() == nil {
+		return nil, false
+	}
+	switch msg.GetInformationRequest().GetInformationRequestType() {
+	case vcsec.InformationRequestType_INFORMATION_REQUEST_TYPE_GET_STATUS:
+		lock := vcsec.VehicleLockState_E_VEHICLELOCKSTATE_UNLOCKED
+		if v.state.Locked {
+			lock = vcsec.VehicleLockState_E_VEHICLELOCKSTATE_LOCKED
+		}
+		sleep := vcsec.VehicleSleepStatus_E_VEHICLE_SLEEP_STATUS_AWAKE
+		if v.state.Asleep {
+			sleep = vcsec.VehicleSleepStatus_E_VEHICLE_SLEEP_STATUS_ASLEEP
+		}
+		closure := func(open bool) vcsec.ClosureState_E {
+			if open {
+				return vcsec.ClosureState_E_CLOSURESTATE_OPEN
+			}
+			return vcsec.ClosureState_E_CLOSURESTATE_CLOSED
+		}
+		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_VehicleStatus{VehicleStatus: &vcsec.VehicleStatus{
+			ClosureStatuses: &vcsec.ClosureStatuses{
+				RearTrunk:  closure(v.state.RearTrunkOpen),
+				FrontTrunk: closure(v.state.FrontTrunkOpen),
+				ChargePort: closure(v.state.ChargePortOpen),
+				Tonneau:    closure(v.state.TonneauOpen),
+			},
+			VehicleLockState:   lock,
+			VehicleSleepStatus: sleep,
+		}}}), true
+	case vcsec.InformationRequestType_INFORMATION_REQUEST_TYPE_GET_WHITELIST_INFO:
+		info := &vcsec.WhitelistInfo{}
+		ids := make([]string, 0, len(v.enrolled))
+		for id := range v.enrolled {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for i, id := range ids {
+			sum := sha1.Sum([]byte(id)) //nolint:gosec // protocol key identifier
+			info.WhitelistEntries = append(info.WhitelistEntries, &vcsec.KeyIdentifier{PublicKeySHA1: sum[:4]})
+			info.SlotMask |= 1 << uint(i)
+		}
+		info.NumberOfEntries = uint32(len(ids))
+		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_WhitelistInfo{WhitelistInfo: info}}), true
+	default:
+		return nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true
+	}
+}
+
+func nominal(code verrors.GenericError_E) []byte {
+	return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_NominalError{
+		NominalError: &verrors.NominalError{GenericError: code},
+	}})
+}
+
+// mustMarshal encodes a message built here; marshalling a well-formed message cannot fail.
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic("fleetsim: marshal: " + err.Error())
+	}
+	return b
+}

@@ -1,0 +1,449 @@
+package fleetsim
+
+import (
+	"crypto/ecdh"
+	"crypto/hmac"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/signatures"
+	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
+)
+
+// Protocol limits from fleet-api.md §3 ("Checks in the reference verifier").
+const (
+	// maxExpiresAt is the largest expires_at a vehicle accepts (2^30 s into an epoch).
+	maxExpiresAt = 1 << 30
+	// maxTTLWithoutCounter is how far in the future a message without a fresh counter may expire.
+	maxTTLWithoutCounter = 30
+	// flagEncryptResponse is the FLAG_ENCRYPT_RESPONSE bit of RoutableMessage.flags.
+	flagEncryptResponse = 1 << uint32(universal.Flags_FLAG_ENCRYPT_RESPONSE)
+)
+
+// errEncryptedCommand marks an AES-GCM-personalised command, which the Fleet API refuses because
+// it cannot read the payload to enforce OAuth scopes (protocol.md "Authentication methods").
+var errEncryptedCommand = errors.New("AES-GCM encrypted commands are not accepted through the Fleet API; use HMAC")
+
+// Vehicle is one simulated car: its VIN, its own P-256 key, the client keys enrolled on it, the
+// session state of its two domains and the simulated car state. All methods are safe for
+// concurrent use.
+type Vehicle struct {
+	vin  string
+	priv *ecdh.PrivateKey
+	now  func() time.Time
+
+	mu       sync.Mutex
+	enrolled map[string]*ecdh.PublicKey // by uncompressed point bytes
+	keys     map[string][]byte          // K per client public key, cached
+	domains  map[universal.Domain]*domainState
+	state    CarState
+}
+
+// domainState is the session state of one vehicle domain.
+type domainState struct {
+	epoch       [16]byte
+	timeZero    time.Time
+	counter     uint32 // highest counter accepted in this epoch
+	window      uint64 // Infotainment anti-replay bitmap below counter
+	respCounter uint32 // counter of encrypted responses
+}
+
+func newDomainState(now time.Time) (*domainState, error) {
+	d := &domainState{}
+	if err := d.reset(now); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// reset starts a new epoch, as a reboot does.
+func (d *domainState) reset(now time.Time) error {
+	if _, err := rand.Read(d.epoch[:]); err != nil {
+		return err
+	}
+	d.timeZero = now
+	d.counter, d.window, d.respCounter = 0, 0, 0
+	return nil
+}
+
+// clock is the domain's time: whole seconds since its time zero.
+func (d *domainState) clock(now time.Time) uint32 {
+	el := now.Sub(d.timeZero)
+	if el < 0 {
+		return 0
+	}
+	return uint32(el / time.Second)
+}
+
+func newVehicle(vin string, now func() time.Time) (*Vehicle, error) {
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	v := &Vehicle{
+		vin:      vin,
+		priv:     priv,
+		now:      now,
+		enrolled: make(map[string]*ecdh.PublicKey),
+		keys:     make(map[string][]byte),
+		domains:  make(map[universal.Domain]*domainState),
+		state:    defaultCarState(),
+	}
+	for _, dom := range []universal.Domain{universal.Domain_DOMAIN_VEHICLE_SECURITY, universal.Domain_DOMAIN_INFOTAINMENT} {
+		if v.domains[dom], err = newDomainState(now()); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// VIN returns the vehicle's VIN.
+func (v *Vehicle) VIN() string { return v.vin }
+
+// PublicKey returns the vehicle's own public key (the same for both domains).
+func (v *Vehicle) PublicKey() *ecdh.PublicKey { return v.priv.PublicKey() }
+
+// State returns a copy of the simulated car state.
+func (v *Vehicle) State() CarState {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state.clone()
+}
+
+// Enroll adds client public keys to the vehicle's key list. Nil keys are ignored.
+func (v *Vehicle) Enroll(keys ...*ecdh.PublicKey) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, k := range keys {
+		if k != nil {
+			v.enrolled[string(k.Bytes())] = k
+		}
+	}
+}
+
+// Unenroll removes a client public key from the vehicle's key list.
+func (v *Vehicle) Unenroll(key *ecdh.PublicKey) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.enrolled, string(key.Bytes()))
+}
+
+// IsEnrolled reports whether key is on the vehicle's key list.
+func (v *Vehicle) IsEnrolled(key *ecdh.PublicKey) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.enrolled[string(key.Bytes())]
+	return ok
+}
+
+// SetAsleep puts the vehicle to sleep (signed_command then answers 408) or wakes it. wake_up also
+// wakes it.
+func (v *Vehicle) SetAsleep(asleep bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.state.Asleep = asleep
+}
+
+// Asleep reports whether the vehicle is asleep.
+func (v *Vehicle) Asleep() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state.Asleep
+}
+
+// Reboot starts a new epoch in both domains: fresh random epochs, counters and anti-replay
+// windows cleared, domain clocks back to zero. Clients must re-sync from the session info the
+// vehicle returns with its INCORRECT_EPOCH fault.
+func (v *Vehicle) Reboot() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, d := range v.domains {
+		// crypto/rand.Read does not fail on supported platforms; keep going if it ever does.
+		_ = d.reset(v.now())
+	}
+}
+
+// sharedKeyFor returns K for a client key, computing it once. The caller holds v.mu.
+func (v *Vehicle) sharedKeyFor(pub *ecdh.PublicKey) ([]byte, error) {
+	id := string(pub.Bytes())
+	if k, ok := v.keys[id]; ok {
+		return k, nil
+	}
+	k, err := sharedKey(v.priv, pub)
+	if err != nil {
+		return nil, err
+	}
+	v.keys[id] = k
+	return k, nil
+}
+
+// domainName maps a protocol domain to the name used in Execution and Stats.
+func domainName(d universal.Domain) string {
+	switch d {
+	case universal.Domain_DOMAIN_VEHICLE_SECURITY:
+		return DomainVCSEC
+	case universal.Domain_DOMAIN_INFOTAINMENT:
+		return DomainInfotainment
+	default:
+		return d.String()
+	}
+}
+
+// result is what handling one RoutableMessage produced.
+type result struct {
+	reply     *universal.RoutableMessage
+	domain    universal.Domain
+	handshake bool
+	command   bool   // a non-handshake message arrived for a known domain
+	rejection string // fault name when the message was refused at the protocol layer
+	exec      *Execution
+	refused   bool // the Refuse fault answered
+}
+
+// handle runs one RoutableMessage through the vehicle, as the car would, and returns its reply.
+// f is the effective fault for this vehicle. An error means the envelope cannot be handled at all
+// (the HTTP layer answers 400).
+func (v *Vehicle) handle(req *universal.RoutableMessage, f Fault) (result, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	domain := req.GetToDestination().GetDomain()
+	res := result{domain: domain}
+	ds := v.domains[domain]
+	if ds == nil {
+		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_DOMAINS)
+		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_DOMAINS.String()
+		return res, nil
+	}
+
+	switch p := req.GetPayload().(type) {
+	case *universal.RoutableMessage_SessionInfoRequest:
+		res.handshake = true
+		return v.handshake(req, domain, ds, p.SessionInfoRequest, now, res)
+	case *universal.RoutableMessage_ProtobufMessageAsBytes:
+		res.command = true
+	default:
+		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING)
+		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING.String()
+		return res, nil
+	}
+
+	payload := req.GetProtobufMessageAsBytes()
+	switch sig := req.GetSignatureData().GetSigType().(type) {
+	case *signatures.SignatureData_HMAC_PersonalizedData:
+		return v.authenticated(req, domain, ds, sig.HMAC_PersonalizedData, payload, f, now, res)
+	case *signatures.SignatureData_AES_GCM_PersonalizedData:
+		return res, errEncryptedCommand
+	case nil:
+		// VCSEC answers unauthenticated information requests (e.g. BodyControllerState); nothing
+		// else runs without a signature.
+		if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
+			if out, ok := v.vcsecInformation(payload); ok {
+				res.reply = baseReply(req, domain)
+				res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: out}
+				return res, nil
+			}
+		}
+	}
+	res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
+	res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER.String()
+	return res, nil
+}
+
+// handshake answers a session-info request.
+func (v *Vehicle) handshake(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, sir *universal.SessionInfoRequest, now time.Time, res result) (result, error) {
+	pub, err := ecdh.P256().NewPublicKey(sir.GetPublicKey())
+	if err != nil {
+		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
+		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER.String()
+		return res, nil
+	}
+	k, err := v.sharedKeyFor(pub)
+	if err != nil {
+		return res, err
+	}
+	info := &signatures.SessionInfo{ClockTime: ds.clock(now)}
+	if _, ok := v.enrolled[string(pub.Bytes())]; ok {
+		info.Counter = ds.counter
+		info.PublicKey = v.priv.PublicKey().Bytes()
+		info.Epoch = append([]byte(nil), ds.epoch[:]...)
+	} else {
+		// An unknown key learns nothing about the session: no vehicle key, epoch or counter, only
+		// the status, which the client turns into protocol.ErrKeyNotPaired. Leaving out the
+		// vehicle key also matters to vehicle-command v0.4.1: if this reply could start a
+		// session, its dispatcher may see the session become ready before it reads the status,
+		// and StartSession would return nil.
+		info.Status = signatures.Session_Info_Status_SESSION_INFO_STATUS_KEY_NOT_ON_WHITELIST
+		res.rejection = info.Status.String()
+	}
+	res.reply, err = sessionInfoReply(req, domain, k, v.vin, info)
+	return res, err
+}
+
+// authenticated verifies an HMAC-personalised command in the order fleet-api.md §3 gives, then
+// runs it.
+func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, h *signatures.HMAC_Personalized_Signature_Data, payload []byte, f Fault, now time.Time, res result) (result, error) {
+	reject := func(code universal.MessageFault_E, k []byte) (result, error) {
+		res.rejection = code.String()
+		if k == nil {
+			res.reply = faultReply(req, domain, code)
+			return res, nil
+		}
+		info := &signatures.SessionInfo{
+			Counter:   ds.counter,
+			PublicKey: v.priv.PublicKey().Bytes(),
+			Epoch:     append([]byte(nil), ds.epoch[:]...),
+			ClockTime: ds.clock(now),
+		}
+		var err error
+		res.reply, err = sessionInfoReply(req, domain, k, v.vin, info)
+		if err != nil {
+			return res, err
+		}
+		res.reply.SignedMessageStatus = &universal.MessageStatus{
+			OperationStatus:    universal.OperationStatus_E_OPERATIONSTATUS_ERROR,
+			SignedMessageFault: code,
+		}
+		return res, nil
+	}
+
+	pub, err := ecdh.P256().NewPublicKey(req.GetSignatureData().GetSignerIdentity().GetPublicKey())
+	if err != nil {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, nil)
+	}
+	if _, ok := v.enrolled[string(pub.Bytes())]; !ok {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_UNKNOWN_KEY_ID, nil)
+	}
+	k, err := v.sharedKeyFor(pub)
+	if err != nil {
+		return res, err
+	}
+
+	clock := ds.clock(now)
+	if e := h.GetEpoch(); e != nil && !hmac.Equal(e, ds.epoch[:]) {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INCORRECT_EPOCH, k)
+	}
+	exp := h.GetExpiresAt()
+	if exp != 0 && exp < clock {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_EXPIRED, k)
+	}
+	if exp > maxExpiresAt {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, k)
+	}
+	counter := h.GetCounter()
+	if counter == 0 || counter < ds.counter {
+		// A message that cannot use the counter check must expire soon.
+		if exp == 0 || exp-clock > maxTTLWithoutCounter {
+			return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_TO_LIVE_TOO_LONG, k)
+		}
+	}
+	meta, err := commandMetadata(domain, v.vin, ds.epoch[:], exp, counter, req.GetFlags())
+	if err != nil {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, k)
+	}
+	if !hmac.Equal(commandTag(k, meta, payload), h.GetTag()) {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_SIGNATURE, k)
+	}
+	if counter > 0 {
+		switch domain {
+		case universal.Domain_DOMAIN_VEHICLE_SECURITY:
+			// VCSEC needs counters in order.
+			if counter <= ds.counter {
+				return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER, k)
+			}
+			ds.counter = counter
+		default:
+			c, w, ok := slidingWindow(ds.counter, ds.window, counter)
+			if !ok {
+				return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER, k)
+			}
+			ds.counter, ds.window = c, w
+		}
+	}
+
+	// Authenticated: hand the payload to the application layer.
+	var (
+		action string
+		out    []byte
+		known  bool
+	)
+	if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
+		action, out, known, err = v.runVCSEC(payload, f.Refuse)
+	} else {
+		action, out, known, err = v.runInfotainment(payload, f.Refuse)
+	}
+	if err != nil {
+		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING, nil)
+	}
+	if known {
+		res.exec = &Execution{VIN: v.vin, Domain: domainName(domain), Action: action, At: now}
+		res.refused = f.Refuse != ""
+	}
+
+	res.reply = baseReply(req, domain)
+	res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: out}
+	if req.GetFlags()&flagEncryptResponse != 0 {
+		ds.respCounter++
+		aad, err := responseAAD(domain, v.vin, ds.respCounter, res.reply.GetFlags(), requestHash(domain, h.GetTag()), universal.MessageFault_E_MESSAGEFAULT_ERROR_NONE)
+		if err != nil {
+			return res, err
+		}
+		nonce, ct, tag, err := encryptResponse(k, out, aad)
+		if err != nil {
+			return res, err
+		}
+		res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: ct}
+		res.reply.SubSigData = &universal.RoutableMessage_SignatureData{SignatureData: &signatures.SignatureData{
+			SigType: &signatures.SignatureData_AES_GCM_ResponseData{AES_GCM_ResponseData: &signatures.AES_GCM_Response_Signature_Data{
+				Nonce: nonce, Counter: ds.respCounter, Tag: tag,
+			}},
+		}}
+	}
+	return res, nil
+}
+
+// baseReply addresses a reply the way the client's dispatcher matches it: back to the request's
+// routing address, from the domain, echoing the request's uuid.
+func baseReply(req *universal.RoutableMessage, domain universal.Domain) *universal.RoutableMessage {
+	r := &universal.RoutableMessage{
+		FromDestination: &universal.Destination{SubDestination: &universal.Destination_Domain{Domain: domain}},
+		RequestUuid:     append([]byte(nil), req.GetUuid()...),
+	}
+	if from := req.GetFromDestination(); from != nil {
+		r.ToDestination = proto.Clone(from).(*universal.Destination)
+	}
+	return r
+}
+
+// faultReply is a protocol-level refusal without session info.
+func faultReply(req *universal.RoutableMessage, domain universal.Domain, code universal.MessageFault_E) *universal.RoutableMessage {
+	r := baseReply(req, domain)
+	r.SignedMessageStatus = &universal.MessageStatus{
+		OperationStatus:    universal.OperationStatus_E_OPERATIONSTATUS_ERROR,
+		SignedMessageFault: code,
+	}
+	return r
+}
+
+// sessionInfoReply carries signed session info; the challenge is the request's uuid.
+func sessionInfoReply(req *universal.RoutableMessage, domain universal.Domain, k []byte, vin string, info *signatures.SessionInfo) (*universal.RoutableMessage, error) {
+	encoded, err := proto.Marshal(info)
+	if err != nil {
+		return nil, err
+	}
+	tag, err := sessionInfoTag(k, vin, req.GetUuid(), encoded)
+	if err != nil {
+		return nil, fmt.Errorf("session info tag: %w", err)
+	}
+	r := baseReply(req, domain)
+	r.Payload = &universal.RoutableMessage_SessionInfo{SessionInfo: encoded}
+	r.SubSigData = &universal.RoutableMessage_SignatureData{SignatureData: &signatures.SignatureData{
+		SigType: &signatures.SignatureData_SessionInfoTag{SessionInfoTag: &signatures.HMAC_Signature_Data{Tag: tag}},
+	}}
+	return r, nil
+}
