@@ -1,0 +1,80 @@
+// Command proxy is a signing proxy for the Tesla Fleet API, a drop-in replacement for Tesla's
+// tesla-http-proxy. See README.md for how to run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/teslaproxy/proxy/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(realMain(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// usage is printed for "proxy help" and after flag errors.
+const usage = `Usage:
+  proxy [flags]                  run the signing proxy (proxy -h lists the flags)
+  proxy -dev                     run it locally against the built-in simulator
+  proxy keygen -out FILE         create a command-signing key and print its public key
+  proxy pubkey -key-file FILE    print the public key of a command-signing key
+  proxy jws sign|verify ...      sign or verify a fleet telemetry config offline
+  proxy simulate ...             run the Fleet API simulator on its own
+`
+
+// realMain runs one invocation and returns the exit code: 0 success, 1 failure, 2 usage error.
+// Errors are reported here, once, as one line on stderr.
+func realMain(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "jws":
+			return runJWS(args[1:], stdin, stdout, stderr)
+		case "simulate":
+			return runSimulate(ctx, args[1:], stdout, stderr)
+		case "keygen":
+			return runKeygen(args[1:], stdout, stderr)
+		case "pubkey":
+			return runPubkey(args[1:], stdout, stderr)
+		case "help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+	}
+	cfg, err := config.Load(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, "\n"+usage)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy: %v\n", err)
+		return 2
+	}
+	if cfg.CheckConfig {
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(stderr, "proxy: configuration is not valid:\n%v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "configuration is valid")
+		return 0
+	}
+	logger, err := newLogger(cfg.Verbose, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy: %v\n", err)
+		return 1
+	}
+	defer func() { _ = logger.Sync() }()
+	if err := run(ctx, cfg, logger, stdout); err != nil {
+		fmt.Fprintf(stderr, "proxy: %v\n", err)
+		return 1
+	}
+	return 0
+}

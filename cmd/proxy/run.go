@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/config"
+	"github.com/teslaproxy/proxy/internal/app"
+	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/server"
+)
+
+// run starts the proxy with cfg and serves until ctx ends. Every error it returns is fatal and
+// reads as one sentence.
+func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration is not valid:\n%w", err)
+	}
+
+	key, err := loadSigningKey(cfg.KeyFile, log)
+	if err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	var reloader *server.CertReloader
+	if !cfg.Plaintext {
+		if same, err := server.SameKey(cfg.TLSKeyFile, key.PublicBytes()); err != nil {
+			return err
+		} else if same {
+			return fmt.Errorf("the TLS key %s is the command-signing key: use a separate key for TLS (scripts/gen-certs.sh makes one)", cfg.TLSKeyFile)
+		}
+		if reloader, err = server.NewCertReloader(cfg.CertFile, cfg.TLSKeyFile); err != nil {
+			return err
+		}
+		tlsConfig = server.TLSConfig(reloader.GetCertificate)
+		if cfg.ClientCA != "" {
+			pool, err := loadCertPool(cfg.ClientCA)
+			if err != nil {
+				return fmt.Errorf("client CA: %w", err)
+			}
+			tlsConfig.ClientCAs = pool
+			tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+
+	rt, err := cfg.Runtime()
+	if err != nil {
+		return fmt.Errorf("configuration is not valid:\n%w", err)
+	}
+	upstream := rt.Upstream
+	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA})
+	if err != nil {
+		return err
+	}
+	a, err := app.New(app.Options{
+		Key:              key,
+		Upstream:         upstream,
+		Transport:        transport,
+		Timeout:          cfg.Timeout,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxResponseBytes: cfg.MaxResponseBytes,
+		CacheSize:        cfg.CacheSize,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	handler := a.Handler
+
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	scheme := "https"
+	if tlsConfig == nil {
+		scheme = "http"
+	}
+	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
+	warnExposure(cfg, log)
+
+	if reloader != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := reloader.Reload(); err != nil {
+						log.Error("TLS certificate reload failed; still serving the old one", zap.Error(err))
+					} else {
+						log.Info("TLS certificate reloaded")
+					}
+				}
+			}
+		}()
+	}
+
+	err = server.Serve(ctx, ln, server.Options{
+		Handler:         handler,
+		TLSConfig:       tlsConfig,
+		Logger:          log,
+		UpstreamTimeout: cfg.Timeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	})
+	log.Info("stopped")
+	return err
+}
+
+// loadSigningKey loads the command-signing key and warns when the file is readable by others.
+func loadSigningKey(path string, log *zap.Logger) (protocol.ECDHPrivateKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("command-signing key: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		log.Warn("the command-signing key file can be read by other users; run chmod 600 on it",
+			zap.String("key_file", path), zap.String("mode", st.Mode().Perm().String()))
+	}
+	key, err := protocol.LoadPrivateKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("command-signing key %s: %v (want a P-256 private key in PEM, SEC1 or PKCS8; proxy keygen makes one)", path, err)
+	}
+	return key, nil
+}
+
+func loadCertPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// listen opens the listener: TCP on host:port, or a unix socket for a "unix:PATH" host.
+func listen(cfg config.Config) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(cfg.Host, "unix:"); ok {
+		_ = os.Remove(path)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen on unix socket %s: %w", path, err)
+		}
+		return ln, nil
+	}
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func listenURL(scheme string, addr net.Addr) string {
+	if addr.Network() == "unix" {
+		return "unix:" + addr.String()
+	}
+	return scheme + "://" + addr.String()
+}
+
+func describeUpstream(u *url.URL) string {
+	if u == nil {
+		return "by token region"
+	}
+	return u.String()
+}
+
+// warnExposure warns when the proxy listens beyond loopback with nothing limiting who may use it:
+// anyone who can reach it can have commands signed with the fleet's key.
+func warnExposure(cfg config.Config, log *zap.Logger) {
+	if cfg.ClientCA != "" || len(cfg.AllowNets) > 0 || isLoopbackHost(cfg.Host) {
+		return
+	}
+	log.Warn("listening beyond loopback with neither -client-ca nor -allow set: anyone who can reach this port can have commands signed with your key")
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" || strings.HasPrefix(host, "unix:") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,125 @@
+// Package app assembles the proxy's parts (forwarder, signer, telemetry signing, router) from
+// settings, the same way for the real binary, the dev mode and the tests.
+package app
+
+import (
+	"crypto/ecdh"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/cache"
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/jws"
+	"github.com/teslaproxy/proxy/internal/server"
+	"github.com/teslaproxy/proxy/internal/signer"
+)
+
+// Options are the settings the parts need.
+type Options struct {
+	// Key is the command-signing key.
+	Key protocol.ECDHPrivateKey
+	// Upstream, when not nil, fixes the Fleet API base URL; nil chooses by token region.
+	Upstream *url.URL
+	// Transport carries every upstream call; nil means forward.NewTransport's default.
+	Transport http.RoundTripper
+	// Timeout is the per-request upstream deadline (the -timeout flag).
+	Timeout time.Duration
+	// MaxBodyBytes bounds bodies the proxy reads itself.
+	MaxBodyBytes int64
+	// MaxResponseBytes bounds upstream answers the proxy reads itself.
+	MaxResponseBytes int64
+	// CacheSize bounds the vehicles whose sessions are kept.
+	CacheSize int
+	// Sessions are sessions restored from an earlier run, or nil.
+	Sessions *cache.SessionCache
+	// OnSessionsChanged is called after commands that may have changed sessions, or nil.
+	OnSessionsChanged func()
+	// Metrics, when not nil, serves /metrics on the main listener.
+	Metrics http.Handler
+	// Observe and InFlight feed request metrics; either may be nil.
+	Observe  func(route string, status int, seconds float64)
+	InFlight func(delta float64)
+	// Logger receives every part's logs.
+	Logger *zap.Logger
+}
+
+// App is an assembled proxy.
+type App struct {
+	// Handler serves every request (see server.NewRouter).
+	Handler http.Handler
+	Forward *forward.Forwarder
+	Signer  *signer.Signer
+	// PublicKeyPEM is the command key's public half in PEM.
+	PublicKeyPEM []byte
+}
+
+// New assembles the proxy. It registers the Tesla.SS256 JWS method with golang-jwt.
+func New(o Options) (*App, error) {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	jws.Register()
+	fwd, err := forward.New(forward.Options{
+		Upstream:         o.Upstream,
+		Transport:        o.Transport,
+		Timeout:          o.Timeout,
+		MaxResponseBytes: o.MaxResponseBytes,
+		MaxReplayBytes:   o.MaxBodyBytes,
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sg, err := signer.New(signer.Options{
+		Key:               o.Key,
+		Forward:           fwd,
+		Timeout:           o.Timeout,
+		MaxBodyBytes:      o.MaxBodyBytes,
+		CacheSize:         o.CacheSize,
+		Sessions:          o.Sessions,
+		OnSessionsChanged: o.OnSessionsChanged,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pubPEM, err := PublicKeyPEM(o.Key)
+	if err != nil {
+		return nil, err
+	}
+	h := server.NewRouter(server.Deps{
+		Logger:       log,
+		Forward:      fwd,
+		Commands:     sg,
+		Telemetry:    &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")},
+		PublicKeyPEM: pubPEM,
+		Metrics:      o.Metrics,
+		Observe:      o.Observe,
+		InFlight:     o.InFlight,
+	})
+	return &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}, nil
+}
+
+// Close releases the signer's vehicles.
+func (a *App) Close() { a.Signer.Close() }
+
+// PublicKeyPEM returns the PKIX PEM of a command key's public half, as Tesla expects it at
+// /.well-known/appspecific/com.tesla.3p.public-key.pem.
+func PublicKeyPEM(key protocol.ECDHPrivateKey) ([]byte, error) {
+	pub, err := ecdh.P256().NewPublicKey(key.PublicBytes())
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}

@@ -1,0 +1,191 @@
+package signer
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/connector"
+	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/teslaproxy/proxy/internal/forward"
+)
+
+// conn is our connector.Connector: it carries one VIN's protocol messages to the Fleet API's
+// signed_command endpoint through the forwarder, so commands get the same upstream choice, the
+// caller's Authorization (from the context), 421 handling and timeouts as everything else.
+type conn struct {
+	vin     string
+	path    string
+	fwd     *forward.Forwarder
+	recv    chan []byte
+	once    sync.Once
+	closed  chan struct{}
+	counter *counters
+}
+
+// counters are the upstream calls a signer made, by kind.
+type counters struct {
+	handshakes atomic.Int64
+	commands   atomic.Int64
+}
+
+func newConn(vin string, fwd *forward.Forwarder, c *counters) *conn {
+	return &conn{
+		vin:     vin,
+		path:    "/api/1/vehicles/" + vin + "/signed_command",
+		fwd:     fwd,
+		recv:    make(chan []byte, connector.BufferSize),
+		closed:  make(chan struct{}),
+		counter: c,
+	}
+}
+
+// Receive implements connector.Connector.
+func (c *conn) Receive() <-chan []byte { return c.recv }
+
+// VIN implements connector.Connector.
+func (c *conn) VIN() string { return c.vin }
+
+// Close implements connector.Connector. The receive channel stays open: the dispatcher stops on
+// its own signal, and closing a channel a Send may still write to would race.
+func (c *conn) Close() { c.once.Do(func() { close(c.closed) }) }
+
+// PreferredAuthMethod implements connector.Connector: the Fleet API must read commands, so they
+// are HMAC-authenticated, not encrypted.
+func (c *conn) PreferredAuthMethod() connector.AuthMethod { return connector.AuthMethodHMAC }
+
+// RetryInterval implements connector.Connector. The library waits this long before retrying
+// after a fault the vehicle sent with fresh session info; the session is already updated by then,
+// so a short wait saves the app time without adding calls.
+func (c *conn) RetryInterval() time.Duration { return 100 * time.Millisecond }
+
+// AllowedLatency implements connector.Connector: session info older than this when it arrives
+// is not trusted to set the clock.
+func (c *conn) AllowedLatency() time.Duration { return 10 * time.Second }
+
+// Send implements connector.Connector: one POST to signed_command. The vehicle's answer is queued
+// for the dispatcher; a Fleet API refusal or failure becomes an *upstreamError, which the library
+// never retries (it reports MayHaveSucceeded for anything that may have reached the vehicle, and
+// is never Temporary).
+func (c *conn) Send(ctx context.Context, buffer []byte) error {
+	if isHandshake(buffer) {
+		c.counter.handshakes.Add(1)
+	} else {
+		c.counter.commands.Add(1)
+	}
+	body, err := json.Marshal(struct {
+		RoutableMessage string `json:"routable_message"`
+	}{base64.StdEncoding.EncodeToString(buffer)})
+	if err != nil {
+		return err
+	}
+	reply, err := c.fwd.Call(ctx, http.MethodPost, c.path, body, nil)
+	if err != nil {
+		return &upstreamError{cause: err, mayHaveArrived: forward.MayHaveArrived(err)}
+	}
+	if reply.Status != http.StatusOK {
+		return &upstreamError{reply: reply, mayHaveArrived: reply.Status >= 500}
+	}
+	var answer struct {
+		Response *string `json:"response"`
+	}
+	if err := json.Unmarshal(reply.Body, &answer); err != nil || answer.Response == nil {
+		return &upstreamError{invalid: "the Fleet API's signed_command answer is not {\"response\":\"<base64>\"}", mayHaveArrived: true}
+	}
+	msg, err := base64.StdEncoding.DecodeString(*answer.Response)
+	if err != nil {
+		return &upstreamError{invalid: "the Fleet API's signed_command answer is not valid base64", mayHaveArrived: true}
+	}
+	// Refuse what the dispatcher would silently drop, so the app gets a 502 now instead of a
+	// timeout later.
+	if err := proto.Unmarshal(msg, new(universal.RoutableMessage)); err != nil {
+		return &upstreamError{invalid: "the vehicle's answer is not a valid protocol message", mayHaveArrived: true}
+	}
+	select {
+	case c.recv <- msg:
+		return nil
+	case <-c.closed:
+		return fmt.Errorf("connection to %s closed", c.vin)
+	case <-ctx.Done():
+		return &upstreamError{cause: ctx.Err(), mayHaveArrived: true}
+	}
+}
+
+// isHandshake reports whether an encoded RoutableMessage is a session-info request.
+func isHandshake(buffer []byte) bool {
+	var m universal.RoutableMessage
+	if err := proto.Unmarshal(buffer, &m); err != nil {
+		return false
+	}
+	return m.GetSessionInfoRequest() != nil
+}
+
+// upstreamError is a signed_command call that did not bring back a vehicle answer.
+type upstreamError struct {
+	// reply is the Fleet API's non-200 answer, if it gave one.
+	reply *forward.Reply
+	// cause is the transport failure, if the call failed.
+	cause error
+	// invalid says what was wrong with a 200 answer, if that was the problem.
+	invalid        string
+	mayHaveArrived bool
+}
+
+func (e *upstreamError) Error() string {
+	switch {
+	case e.reply != nil:
+		return fmt.Sprintf("signed_command answered %d", e.reply.Status)
+	case e.cause != nil:
+		return "signed_command failed: " + e.cause.Error()
+	default:
+		return e.invalid
+	}
+}
+
+func (e *upstreamError) Unwrap() error { return e.cause }
+
+// MayHaveSucceeded implements protocol.Error; it keeps the library from re-sending.
+func (e *upstreamError) MayHaveSucceeded() bool { return e.mayHaveArrived }
+
+// Temporary implements protocol.Error. Nothing here is retried by the library: a safe retry is
+// the signer's decision, not the transport's.
+func (e *upstreamError) Temporary() bool { return false }
+
+// SendFleetAPICommand implements connector.FleetAPIConnector: a JSON POST to a Fleet API
+// endpoint (a path such as "api/1/vehicles/VIN/wake_up") with the caller's token. The library
+// requires this interface for commands that must not go over a channel it cannot trust (such as
+// set_pin_to_drive).
+func (c *conn) SendFleetAPICommand(ctx context.Context, endpoint string, command interface{}) ([]byte, error) {
+	var body []byte
+	if command != nil {
+		var err error
+		if body, err = json.Marshal(command); err != nil {
+			return nil, err
+		}
+	}
+	reply, err := c.fwd.Call(ctx, http.MethodPost, "/"+strings.TrimPrefix(endpoint, "/"), body, nil)
+	if err != nil {
+		return nil, &upstreamError{cause: err, mayHaveArrived: forward.MayHaveArrived(err)}
+	}
+	if reply.Status != http.StatusOK {
+		return nil, &upstreamError{reply: reply, mayHaveArrived: reply.Status >= 500}
+	}
+	return reply.Body, nil
+}
+
+// Wakeup implements connector.FleetAPIConnector with one REST wake_up call. (The signer sends
+// command/wake_up itself, once; this exists because the interface requires it.)
+func (c *conn) Wakeup(ctx context.Context) error {
+	_, err := c.SendFleetAPICommand(ctx, "api/1/vehicles/"+c.vin+"/wake_up", nil)
+	return err
+}
+
+var _ connector.FleetAPIConnector = (*conn)(nil)

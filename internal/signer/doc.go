@@ -1,0 +1,19 @@
+// Package signer turns REST vehicle commands into Vehicle Command Protocol messages.
+//
+// POST /api/1/vehicles/{vin}/command/{name} with the REST command's JSON parameters is mapped to
+// an action by vehicle-command's pkg/proxy.ExtractCommandAction, signed by vehicle-command's
+// pkg/vehicle (sessions, HMAC, counters, response checks), and sent to the Fleet API's
+// signed_command endpoint through internal/forward. The vehicle's answer becomes the REST answer
+// apps expect: {"response":{"result":true,"reason":""}}.
+//
+// What this package owns is everything around the library: one long-lived vehicle object per
+// VIN, so sessions stay live in memory between commands (rebuilding it from an exported cache for
+// every command drifts the clock, see fleet-api.md); a per-VIN lock that a departing client
+// releases; handshakes with only the domain a command needs; remembering vehicles that answer 422
+// (no protocol support) and sending their REST command with its original body; and mapping what
+// the Fleet API or the vehicle said to a status an app can act on, never re-sending a command
+// that may have run.
+//
+// It does not pass other routes through (internal/forward does), and it does not persist
+// sessions itself: Sessions and Options.Sessions let the caller save and restore them.
+package signer

@@ -1,0 +1,183 @@
+package signer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/cache"
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"github.com/teslamotors/vehicle-command/pkg/vehicle"
+
+	"github.com/teslaproxy/proxy/internal/forward"
+)
+
+// car is one VIN's long-lived state: the vehicle object whose sessions stay live between
+// commands, and the lock that serializes commands to it.
+type car struct {
+	vin string
+	// lock is held (a token in the channel) while a command runs. A channel, not a mutex, so a
+	// waiting client that leaves gives up its place.
+	lock chan struct{}
+
+	// The fields below are guarded by lock.
+	v        *vehicle.Vehicle
+	conn     *conn
+	legacy   bool
+	lastUsed time.Time
+}
+
+// acquire takes the car's lock, or gives up when ctx ends.
+func (c *car) acquire(ctx context.Context) error {
+	select {
+	case c.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *car) release() { <-c.lock }
+
+// pool holds a bounded number of cars, dropping the least recently used idle one when full.
+type pool struct {
+	key      protocol.ECDHPrivateKey
+	fwd      *forward.Forwarder
+	max      int
+	counters *counters
+
+	mu   sync.Mutex
+	cars map[string]*car
+	// seed holds sessions restored at start; a car built for a VIN in it starts with them.
+	seed *cache.SessionCache
+}
+
+func newPool(key protocol.ECDHPrivateKey, fwd *forward.Forwarder, max int, seed *cache.SessionCache, c *counters) *pool {
+	if max <= 0 {
+		max = 10_000
+	}
+	return &pool{key: key, fwd: fwd, max: max, counters: c, cars: make(map[string]*car), seed: seed}
+}
+
+// get returns the car for vin, creating it (without a vehicle object yet) if needed.
+func (p *pool) get(vin string) *car {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.cars[vin]; ok {
+		return c
+	}
+	c := &car{vin: vin, lock: make(chan struct{}, 1)}
+	p.cars[vin] = c
+	if len(p.cars) > p.max {
+		p.evictLocked(vin)
+	}
+	return c
+}
+
+// evictLocked drops the least recently used car that is not busy, other than keep.
+func (p *pool) evictLocked(keep string) {
+	var oldest *car
+	for vin, c := range p.cars {
+		if vin == keep {
+			continue
+		}
+		select {
+		case c.lock <- struct{}{}:
+		default:
+			continue // busy: not a candidate
+		}
+		if oldest == nil || c.lastUsed.Before(oldest.lastUsed) {
+			if oldest != nil {
+				oldest.release()
+			}
+			oldest = c
+		} else {
+			c.release()
+		}
+	}
+	if oldest == nil {
+		return
+	}
+	delete(p.cars, oldest.vin)
+	if oldest.v != nil {
+		oldest.v.Disconnect()
+	}
+	oldest.release()
+}
+
+// vehicle returns c's vehicle object, building and connecting it on first use. c's lock must be
+// held.
+func (p *pool) vehicle(ctx context.Context, c *car) (*vehicle.Vehicle, error) {
+	if c.v != nil {
+		return c.v, nil
+	}
+	cn := newConn(c.vin, p.fwd, p.counters)
+	p.mu.Lock()
+	seed := p.seed
+	p.mu.Unlock()
+	v, err := vehicle.NewVehicle(cn, p.key, seed)
+	if err != nil {
+		// A seed entry the library cannot load is no reason to fail: start without it.
+		if v, err = vehicle.NewVehicle(cn, p.key, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.Connect(ctx); err != nil {
+		v.Disconnect()
+		return nil, err
+	}
+	c.v, c.conn = v, cn
+	return v, nil
+}
+
+// sessions exports the live sessions of every car (and seed entries for cars not built yet).
+func (p *pool) sessions() *cache.SessionCache {
+	out := cache.New(0)
+	p.mu.Lock()
+	if p.seed != nil {
+		for vin, entries := range p.seed.Vehicles {
+			_ = out.Update(vin, entries)
+		}
+	}
+	cars := make([]*car, 0, len(p.cars))
+	for _, c := range p.cars {
+		cars = append(cars, c)
+	}
+	p.mu.Unlock()
+	for _, c := range cars {
+		// Exporting reads the dispatcher under its own lock; it does not need the car's.
+		if err := c.acquireExport(); err != nil {
+			continue
+		}
+		v := c.v
+		c.release()
+		if v != nil {
+			_ = v.UpdateCachedSessions(out)
+		}
+	}
+	return out
+}
+
+// acquireExport takes the car's lock briefly for reading its vehicle pointer; it waits at most a
+// moment, since an export that skips one busy car is still useful.
+func (c *car) acquireExport() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return c.acquire(ctx)
+}
+
+// close disconnects every vehicle.
+func (p *pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for vin, c := range p.cars {
+		if c.acquireExport() == nil {
+			if c.v != nil {
+				c.v.Disconnect()
+				c.v = nil
+			}
+			c.release()
+		}
+		delete(p.cars, vin)
+	}
+}

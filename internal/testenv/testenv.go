@@ -1,0 +1,258 @@
+// Package testenv starts the whole proxy for tests: the Fleet API simulator behind real TLS on
+// loopback, the proxy assembled by internal/app in front of it behind real TLS, and a client that
+// trusts it. Nothing here dials anything but loopback.
+package testenv
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/teslamotors/vehicle-command/pkg/cache"
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/teslaproxy/proxy/internal/app"
+	"github.com/teslaproxy/proxy/internal/fleetsim"
+	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/server"
+)
+
+// Options shape an Env. The zero value is usable.
+type Options struct {
+	// Vehicles is how many simulated vehicles to enroll the key on (default 3).
+	Vehicles int
+	// Key is the command key; nil means a fresh one.
+	Key protocol.ECDHPrivateKey
+	// Timeout is the proxy's upstream deadline (default 5 s).
+	Timeout time.Duration
+	// MaxBodyBytes bounds bodies the proxy reads (default 1 MiB).
+	MaxBodyBytes int64
+	// Sessions restores saved sessions into the proxy.
+	Sessions *cache.SessionCache
+	// Logger is the proxy's logger; nil means a zaptest logger at info level.
+	Logger *zap.Logger
+	// Sim, when not nil, is used instead of a new simulator.
+	Sim *fleetsim.Server
+}
+
+// Env is a running simulator and proxy.
+type Env struct {
+	// Sim is the simulated Fleet API and its vehicles.
+	Sim *fleetsim.Server
+	// SimURL is the simulator's https base URL.
+	SimURL string
+	// App is the assembled proxy.
+	App *app.App
+	// URL is the proxy's https base URL.
+	URL string
+	// Client trusts the proxy's certificate.
+	Client *http.Client
+	// Key is the command key enrolled on every vehicle.
+	Key protocol.ECDHPrivateKey
+	// Token is a bearer token (JWT-shaped, unsigned) accepted by the simulator.
+	Token string
+	// VINs are the simulated vehicles.
+	VINs []string
+}
+
+// Start brings up a simulator and a proxy in front of it, and stops both when the test ends.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	if o.Vehicles == 0 {
+		o.Vehicles = 3
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.Key == nil {
+		o.Key = NewKey(t)
+	}
+	log := o.Logger
+	if log == nil {
+		log = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	}
+	pub := PublicKey(t, o.Key)
+	sim := o.Sim
+	if sim == nil {
+		sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}})
+	}
+	var vins []string
+	for i := 0; i < o.Vehicles; i++ {
+		vin := fleetsim.NewTestVIN(i)
+		if sim.Vehicle(vin) == nil {
+			sim.AddVehicle(vin, pub)
+		}
+		vins = append(vins, vin)
+	}
+	simTS, simPool := StartTLS(t, sim)
+	up, _ := url.Parse(simTS.URL)
+
+	tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.Timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.TLSClientConfig.RootCAs = simPool
+	tr.Proxy = nil
+	t.Cleanup(tr.CloseIdleConnections)
+	a, err := app.New(app.Options{
+		Key:          o.Key,
+		Upstream:     up,
+		Transport:    tr,
+		Timeout:      o.Timeout,
+		MaxBodyBytes: o.MaxBodyBytes,
+		Sessions:     o.Sessions,
+		Logger:       log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = server.NewHTTPServer(server.Options{Handler: a.Handler, Logger: log, UpstreamTimeout: o.Timeout})
+	cert, pool := Cert(t)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
+	t.Cleanup(client.CloseIdleConnections)
+	return &Env{
+		Sim: sim, SimURL: simTS.URL, App: a, URL: ts.URL, Client: client, Key: o.Key, VINs: vins,
+		Token: Token(t, map[string]any{"sub": "test-user", "aud": []any{"https://" + forward.HostNA}, "ou_code": "NA"}),
+	}
+}
+
+// Do sends a request to the proxy with the Env's token and returns the answer with its body read.
+func (e *Env) Do(t testing.TB, method, path string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// Command posts a REST vehicle command through the proxy.
+func (e *Env) Command(t testing.TB, vin, name string, params any) (*http.Response, []byte) {
+	t.Helper()
+	var body []byte
+	if params != nil {
+		var err error
+		if body, err = json.Marshal(params); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e.Do(t, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+name, body)
+}
+
+// NewKey returns a fresh P-256 command key.
+func NewKey(t testing.TB) protocol.ECDHPrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := protocol.UnmarshalECDHPrivateKey(k.D.FillBytes(make([]byte, 32)))
+	if key == nil {
+		t.Fatal("could not load a generated key")
+	}
+	return key
+}
+
+// PublicKey returns a command key's public half.
+func PublicKey(t testing.TB, key protocol.ECDHPrivateKey) *ecdh.PublicKey {
+	t.Helper()
+	pub, err := ecdh.P256().NewPublicKey(key.PublicBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// Token returns a JWT-shaped bearer token with the given claims. It is unsigned: the proxy never
+// verifies tokens (the Fleet API does) and the simulator does not either.
+func Token(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString(b) + ".c2lnbmF0dXJl"
+}
+
+// Cert returns a self-signed certificate for localhost, 127.0.0.1, ::1 and names, and a pool
+// trusting it.
+func Cert(t testing.TB, names ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "testenv"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		DNSNames:              append([]string{"localhost"}, names...),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// StartTLS serves h on a loopback TLS server with a certificate from Cert.
+func StartTLS(t testing.TB, h http.Handler, names ...string) (*httptest.Server, *x509.CertPool) {
+	t.Helper()
+	cert, pool := Cert(t, names...)
+	ts := httptest.NewUnstartedServer(h)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return ts, pool
+}
