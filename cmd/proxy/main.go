@@ -29,6 +29,7 @@ const usage = `Usage:
   proxy pubkey -key-file FILE    print the public key of a command-signing key
   proxy jws sign|verify ...      sign or verify a fleet telemetry config offline
   proxy simulate ...             run the Fleet API simulator on its own
+  proxy health [-url URL]        exit 0 when the proxy's /health answers 200 (container checks)
 `
 
 // realMain runs one invocation and returns the exit code: 0 success, 1 failure, 2 usage error.
@@ -44,6 +45,8 @@ func realMain(ctx context.Context, args []string, getenv func(string) string, st
 			return runKeygen(args[1:], stdout, stderr)
 		case "pubkey":
 			return runPubkey(args[1:], stdout, stderr)
+		case "health":
+			return runHealth(ctx, args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0

@@ -7,25 +7,37 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/config"
 	"github.com/teslaproxy/proxy/internal/app"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
+	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
 // run starts the proxy with cfg and serves until ctx ends. Every error it returns is fatal and
 // reads as one sentence.
 func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writer) error {
+	var printReady func(url string, w io.Writer)
+	if cfg.Dev {
+		var err error
+		if cfg, printReady, err = prepareDev(ctx, cfg, log); err != nil {
+			return err
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration is not valid:\n%w", err)
 	}
@@ -65,21 +77,55 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	a, err := app.New(app.Options{
-		Key:              key,
-		Upstream:         upstream,
-		Transport:        transport,
-		Timeout:          cfg.Timeout,
-		MaxBodyBytes:     cfg.MaxBodyBytes,
-		MaxResponseBytes: cfg.MaxResponseBytes,
-		CacheSize:        cfg.CacheSize,
-		Logger:           log,
+	m := metrics.New()
+	// Sessions survive restarts: load what an earlier run saved, write back soon after changes
+	// and at shutdown. a is set below, before any command can change a session.
+	var a *app.App
+	var saver *sessions.Writer
+	seed := sessions.Load(cfg.SessionCache, log)
+	onChange := func() {}
+	if cfg.SessionCache != "" {
+		saver = sessions.NewWriter(cfg.SessionCache, 0, func() *cache.SessionCache { return a.Signer.Sessions() }, log.Named("sessions"))
+		onChange = saver.Changed
+	}
+	var metricsOnMain http.Handler
+	if cfg.MetricsAddr == "" {
+		metricsOnMain = m.Handler()
+	}
+	a, err = app.New(app.Options{
+		Key:               key,
+		Upstream:          upstream,
+		Transport:         transport,
+		Timeout:           cfg.Timeout,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		MaxResponseBytes:  cfg.MaxResponseBytes,
+		CacheSize:         cfg.CacheSize,
+		Sessions:          seed,
+		OnSessionsChanged: onChange,
+		OnUpstream:        m.Upstream,
+		AllowNets:         rt.Allow,
+		Metrics:           metricsOnMain,
+		Observe:           m.Observe,
+		InFlight:          m.InFlight,
+		Logger:            log,
 	})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	if saver != nil {
+		defer func() {
+			if err := saver.Close(); err != nil {
+				log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
+			}
+		}()
+	}
 	handler := a.Handler
+	if cfg.MetricsAddr != "" {
+		if err := serveMetrics(ctx, cfg.MetricsAddr, m.Handler(), log); err != nil {
+			return err
+		}
+	}
 
 	ln, err := listen(cfg)
 	if err != nil {
@@ -91,6 +137,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	}
 	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
 	warnExposure(cfg, log)
+	if printReady != nil {
+		printReady(listenURL(scheme, ln.Addr()), stdout)
+	}
 
 	if reloader != nil {
 		hup := make(chan os.Signal, 1)
@@ -121,6 +170,24 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	})
 	log.Info("stopped")
 	return err
+}
+
+// serveMetrics serves /metrics on its own plain-HTTP listener until ctx ends.
+func serveMetrics(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	log.Info("metrics on http://" + ln.Addr().String() + "/metrics")
+	return nil
 }
 
 // loadSigningKey loads the command-signing key and warns when the file is readable by others.

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -42,6 +43,10 @@ type Options struct {
 	OnSessionsChanged func()
 	// Metrics, when not nil, serves /metrics on the main listener.
 	Metrics http.Handler
+	// OnUpstream is told about every Fleet API call; nil means nobody is.
+	OnUpstream func(method, path string, status int)
+	// AllowNets, when not empty, limits which client addresses are served.
+	AllowNets []netip.Prefix
 	// Observe and InFlight feed request metrics; either may be nil.
 	Observe  func(route string, status int, seconds float64)
 	InFlight func(delta float64)
@@ -73,6 +78,7 @@ func New(o Options) (*App, error) {
 		MaxResponseBytes: o.MaxResponseBytes,
 		MaxReplayBytes:   o.MaxBodyBytes,
 		Logger:           log,
+		OnUpstream:       o.OnUpstream,
 	})
 	if err != nil {
 		return nil, err
@@ -101,6 +107,7 @@ func New(o Options) (*App, error) {
 		Telemetry:    &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")},
 		PublicKeyPEM: pubPEM,
 		Metrics:      o.Metrics,
+		AllowNets:    o.AllowNets,
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 	})

@@ -30,6 +30,8 @@ type Server struct {
 	now     func() time.Time
 	trusted []*ecdh.PublicKey
 	router  *mux.Router
+	seed    []byte
+	boot    time.Time
 
 	mu         sync.Mutex
 	vehicles   map[string]*Vehicle
@@ -49,6 +51,8 @@ func New(opts Options) *Server {
 	s := &Server{
 		log:       opts.Logger,
 		now:       opts.Now,
+		seed:      opts.Seed,
+		boot:      opts.BootTime,
 		trusted:   append([]*ecdh.PublicKey(nil), opts.TrustedKeys...),
 		vehicles:  make(map[string]*Vehicle),
 		ids:       make(map[string]string),
@@ -109,7 +113,7 @@ func (s *Server) AddVehicle(vin string, enrolled ...*ecdh.PublicKey) *Vehicle {
 	v, ok := s.vehicles[vin]
 	if !ok {
 		var err error
-		v, err = newVehicle(vin, s.now)
+		v, err = newVehicle(vin, s.now, s.seed, s.boot)
 		if err != nil {
 			s.mu.Unlock()
 			// Only key generation or the system RNG can fail here.

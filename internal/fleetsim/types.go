@@ -37,6 +37,13 @@ type Options struct {
 	// Now is the simulator's clock, used for the vehicles' domain clocks and for Execution.At.
 	// Nil means time.Now. Tests move it forward to make commands expire.
 	Now func() time.Time
+	// Seed, when not empty, makes every vehicle's identity reproducible: its key and its first
+	// epochs are derived from Seed and the VIN, and its domains' clocks start at BootTime. A
+	// simulator restarted with the same Seed and BootTime is the same fleet that never rebooted,
+	// so sessions a client saved stay valid (the dev mode relies on this). Nil means random.
+	Seed []byte
+	// BootTime is the vehicles' time zero when Seed is set. Zero means the simulator's start.
+	BootTime time.Time
 }
 
 // Fault is a set of misbehaviours to inject, for one vehicle or for the whole server (see

@@ -4,8 +4,10 @@ import (
 	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -80,8 +82,14 @@ func (d *domainState) clock(now time.Time) uint32 {
 	return uint32(el / time.Second)
 }
 
-func newVehicle(vin string, now func() time.Time) (*Vehicle, error) {
-	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+func newVehicle(vin string, now func() time.Time, seed []byte, boot time.Time) (*Vehicle, error) {
+	var priv *ecdh.PrivateKey
+	var err error
+	if len(seed) > 0 {
+		priv, err = derivedKey(seed, vin)
+	} else {
+		priv, err = ecdh.P256().GenerateKey(rand.Reader)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -98,8 +106,36 @@ func newVehicle(vin string, now func() time.Time) (*Vehicle, error) {
 		if v.domains[dom], err = newDomainState(now()); err != nil {
 			return nil, err
 		}
+		if len(seed) > 0 {
+			copy(v.domains[dom].epoch[:], derive(seed, "epoch", vin, dom.String()))
+			if !boot.IsZero() {
+				v.domains[dom].timeZero = boot
+			}
+		}
 	}
 	return v, nil
+}
+
+// derive returns HMAC-SHA256(seed, label‖0‖parts…).
+func derive(seed []byte, label string, parts ...string) []byte {
+	m := hmac.New(sha256.New, seed)
+	m.Write([]byte(label))
+	for _, p := range parts {
+		m.Write([]byte{0})
+		m.Write([]byte(p))
+	}
+	return m.Sum(nil)
+}
+
+// derivedKey returns the P-256 key a seeded vehicle always has.
+func derivedKey(seed []byte, vin string) (*ecdh.PrivateKey, error) {
+	for i := 0; i < 16; i++ {
+		k, err := ecdh.P256().NewPrivateKey(derive(seed, "key", vin, strconv.Itoa(i)))
+		if err == nil {
+			return k, nil
+		}
+	}
+	return nil, errors.New("no valid key from the seed")
 }
 
 // VIN returns the vehicle's VIN.

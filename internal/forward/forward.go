@@ -42,6 +42,9 @@ type Options struct {
 	MaxReplayBytes int64
 	// Logger receives warnings; nil means no logging.
 	Logger *zap.Logger
+	// OnUpstream, when not nil, is told about every call to the Fleet API (each attempt, so a 421
+	// followed by a resend counts twice, as Tesla bills it). status is 0 when no answer came.
+	OnUpstream func(method, path string, status int)
 }
 
 // Forwarder sends requests to the Fleet API. It is safe for concurrent use.
@@ -53,6 +56,7 @@ type Forwarder struct {
 	maxResponse    int64
 	maxReplay      int64
 	log            *zap.Logger
+	onUpstream     func(method, path string, status int)
 	rp             *httputil.ReverseProxy
 	learned        sync.Map // token subject → host named by a 421
 	learnedEntries sync.Mutex
@@ -72,6 +76,7 @@ func New(o Options) (*Forwarder, error) {
 		maxResponse: o.MaxResponseBytes,
 		maxReplay:   o.MaxReplayBytes,
 		log:         o.Logger,
+		onUpstream:  o.OnUpstream,
 	}
 	if f.log == nil {
 		f.log = zap.NewNop()
@@ -267,7 +272,7 @@ func classify(ctx context.Context, err error) error {
 // 421 naming another Fleet API host, remembers that host for the token's subject and sends the
 // request there once more. It never loops: a second 421 is returned as it came.
 func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := f.transport.RoundTrip(req)
+	resp, err := f.send(req)
 	if err != nil || resp.StatusCode != http.StatusMisdirectedRequest || f.Fixed() {
 		return resp, err
 	}
@@ -299,7 +304,20 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 	retry.Host = ""
 	_ = resp.Body.Close()
 	f.log.Info("421: resending to the host the Fleet API named", zap.String("from", req.URL.Host), zap.String("to", host))
-	return f.transport.RoundTrip(retry)
+	return f.send(retry)
+}
+
+// send is one call to the Fleet API.
+func (f *Forwarder) send(req *http.Request) (*http.Response, error) {
+	resp, err := f.transport.RoundTrip(req)
+	if f.onUpstream != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		f.onUpstream(req.Method, req.URL.Path, status)
+	}
+	return resp, err
 }
 
 // baseURLHint finds the host in a 421 body such as

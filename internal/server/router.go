@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -44,6 +45,9 @@ type Deps struct {
 	PublicKeyPEM []byte
 	// Metrics serves /metrics on the main listener; nil when metrics live elsewhere or are off.
 	Metrics http.Handler
+	// AllowNets, when not empty, are the only client networks served; others get 403. Clients on
+	// a unix socket are always served.
+	AllowNets []netip.Prefix
 	// Observe, when not nil, is told about every finished request (for metrics).
 	Observe func(route string, status int, seconds float64)
 	// InFlight, when not nil, is told when a request starts (+1) and ends (-1).
@@ -88,7 +92,11 @@ func NewRouter(d Deps) http.Handler {
 	}
 	r.PathPrefix("/").Handler(routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward)))
 
-	return accessLog(log, d.Observe, d.InFlight, recoverPanics(log, refuseOdd(r)))
+	var h http.Handler = refuseOdd(r)
+	if len(d.AllowNets) > 0 {
+		h = allowOnly(d.AllowNets, h)
+	}
+	return accessLog(log, d.Observe, d.InFlight, recoverPanics(log, h))
 }
 
 func health(w http.ResponseWriter, _ *http.Request) {
@@ -109,6 +117,34 @@ func methods(h http.Handler, allowed ...string) http.Handler {
 		apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
 			"This endpoint accepts "+strings.Join(allowed, " or ")+" only."))
 	})
+}
+
+// allowOnly answers 403 to clients outside the allowed networks.
+func allowOnly(nets []netip.Prefix, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allowed(nets, r.RemoteAddr) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		setRoute(r, RouteRejected)
+		apierr.Write(w, apierr.New(http.StatusForbidden, "client_not_allowed",
+			"This proxy does not serve your network address; ask its operator to add it to -allow."))
+	})
+}
+
+func allowed(nets []netip.Prefix, remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		// Not host:port: a unix socket peer (or a test recorder), local by construction.
+		return remote == "" || remote == "@" || !strings.Contains(remote, ":")
+	}
+	ip := ap.Addr().Unmap()
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // refuseOdd turns away requests no Fleet API client sends: CONNECT (the proxy is not a tunnel)

@@ -1,0 +1,132 @@
+// Package metrics exposes the proxy's Prometheus metrics: requests by route class and status,
+// latency, requests in flight, upstream calls by Tesla billing category with an estimated cost,
+// handshakes and session reuse.
+//
+// Each Metrics has its own registry, so tests and several proxies in one process never share or
+// collide on global state.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Billing categories, as in Tesla's price list (fleet-api.md §7).
+const (
+	CategoryCommands = "commands"
+	CategoryData     = "data"
+	CategoryWakes    = "wakes"
+)
+
+// prices are Tesla's published per-request prices in US dollars, by category (fleet-api.md §7).
+// Only answers below 500 are billed.
+var prices = map[string]float64{
+	CategoryCommands: 0.001,
+	CategoryData:     0.002,
+	CategoryWakes:    0.02,
+}
+
+// Metrics holds the proxy's collectors.
+type Metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	inFlight   prometheus.Gauge
+	upstream   *prometheus.CounterVec
+	cost       prometheus.Counter
+	handshakes prometheus.Counter
+	sessions   *prometheus.CounterVec
+}
+
+// New returns a Metrics with its own registry, including Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tesla_proxy_requests_total",
+			Help: "Requests answered, by route class and status code.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tesla_proxy_request_duration_seconds",
+			Help:    "Time from request to the end of the answer, by route class.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tesla_proxy_in_flight_requests",
+			Help: "Requests being served right now.",
+		}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tesla_proxy_upstream_calls_total",
+			Help: "Calls to the Fleet API, by Tesla billing category and whether Tesla bills them (status below 500).",
+		}, []string{"category", "billed"}),
+		cost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tesla_proxy_upstream_estimated_cost_dollars_total",
+			Help: "Estimated Fleet API cost of the billed upstream calls, at Tesla's published per-request prices.",
+		}),
+		handshakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tesla_proxy_handshakes_total",
+			Help: "Vehicle session handshakes sent (each is a billed signed_command call).",
+		}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tesla_proxy_session_cache_total",
+			Help: "Signed commands by whether their vehicle session was already established (hit) or needed a handshake (miss).",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Observe records one finished request.
+func (m *Metrics) Observe(route string, status int, seconds float64) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(seconds)
+}
+
+// InFlight adds delta to the requests in flight.
+func (m *Metrics) InFlight(delta float64) { m.inFlight.Add(delta) }
+
+// Upstream records one call to the Fleet API.
+func (m *Metrics) Upstream(method, path string, status int) {
+	cat := Category(path)
+	billed := status > 0 && status < 500
+	m.upstream.WithLabelValues(cat, strconv.FormatBool(billed)).Inc()
+	if billed {
+		m.cost.Add(prices[cat])
+	}
+}
+
+// Handshake records one session handshake.
+func (m *Metrics) Handshake() { m.handshakes.Inc() }
+
+// Session records whether a command found its vehicle session ready.
+func (m *Metrics) Session(hit bool) {
+	if hit {
+		m.sessions.WithLabelValues("hit").Inc()
+	} else {
+		m.sessions.WithLabelValues("miss").Inc()
+	}
+}
+
+// Category returns the Tesla billing category of a Fleet API path: signed_command and REST
+// commands are commands, wake_up is a wake, everything else is data.
+func Category(path string) string {
+	switch {
+	case strings.HasSuffix(path, "/signed_command") || strings.Contains(path, "/command/"):
+		return CategoryCommands
+	case strings.HasSuffix(path, "/wake_up"):
+		return CategoryWakes
+	default:
+		return CategoryData
+	}
+}
