@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/app"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
 )
 
@@ -50,6 +52,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Sim, when not nil, is used instead of a new simulator.
 	Sim *fleetsim.Server
+	// Metrics, when not nil, collects the proxy's metrics and is served at /metrics.
+	Metrics *metrics.Metrics
+	// AllowNets limits the client networks served.
+	AllowNets []netip.Prefix
 }
 
 // Env is a running simulator and proxy.
@@ -111,15 +117,20 @@ func Start(t testing.TB, o Options) *Env {
 	tr.TLSClientConfig.RootCAs = simPool
 	tr.Proxy = nil
 	t.Cleanup(tr.CloseIdleConnections)
-	a, err := app.New(app.Options{
+	ao := app.Options{
 		Key:          o.Key,
 		Upstream:     up,
 		Transport:    tr,
 		Timeout:      o.Timeout,
 		MaxBodyBytes: o.MaxBodyBytes,
 		Sessions:     o.Sessions,
+		AllowNets:    o.AllowNets,
 		Logger:       log,
-	})
+	}
+	if o.Metrics != nil {
+		ao.Metrics, ao.Observe, ao.InFlight, ao.OnUpstream = o.Metrics.Handler(), o.Metrics.Observe, o.Metrics.InFlight, o.Metrics.Upstream
+	}
+	a, err := app.New(ao)
 	if err != nil {
 		t.Fatal(err)
 	}
