@@ -40,6 +40,9 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
 	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	// Never add "Accept-Encoding: gzip" on the client's behalf: pass-through must send the
+	// client's headers as they came and return the body bytes as the Fleet API sent them.
+	t.DisableCompression = true
 	if o.ExtraCAFile != "" {
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {

@@ -144,7 +144,9 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	// DisableCompression: the client sends no Accept-Encoding, so a test can see that the proxy
+	// adds none either.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, DisableCompression: true}}
 	t.Cleanup(client.CloseIdleConnections)
 	return &proxyEnv{URL: ts.URL, Client: client, Fwd: fwd, Server: ts}
 }

@@ -159,6 +159,9 @@ func TestPassThroughIsByteExact(t *testing.T) {
 			if diff := cmp.Diff([]string{"one", "two"}, seen.Header.Values("X-Multi")); diff != "" {
 				t.Errorf("X-Multi (-want +got):\n%s", diff)
 			}
+			if ae, ok := seen.Header["Accept-Encoding"]; ok {
+				t.Errorf("upstream got Accept-Encoding %q the client never sent", ae)
+			}
 			if xff := seen.Header.Get("X-Forwarded-For"); xff != "203.0.113.9, 127.0.0.1" {
 				t.Errorf("X-Forwarded-For = %q, want the client's value with 127.0.0.1 appended", xff)
 			}
