@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
-	"github.com/teslamotors/vehicle-command/pkg/connector/inet"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
-	"github.com/teslamotors/vehicle-command/pkg/proxy"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 )
@@ -40,24 +37,6 @@ func checkVIN(vin string) error {
 	return nil
 }
 
-// paramError maps an ExtractCommandAction refusal to an answer. Nothing was sent.
-func paramError(name string, err error) error {
-	var he *inet.HTTPError
-	switch {
-	case errors.As(err, &he):
-		return apierr.Wrap(err, http.StatusNotFound, "invalid_command",
-			fmt.Sprintf("%q is not a vehicle command this proxy knows; see the Fleet API's vehicle command list.", shorten(name)))
-	case errors.Is(err, proxy.ErrCommandNotImplemented):
-		return apierr.Wrap(err, http.StatusBadRequest, "command_not_implemented",
-			fmt.Sprintf("%q is not available through signed commands.", name))
-	default:
-		// The library's messages name the parameter: "missing percent param", "invalid on param",
-		// "command must be 'vent' or 'close'".
-		return apierr.Wrap(err, http.StatusBadRequest, "invalid_parameter",
-			fmt.Sprintf("Invalid parameters for %s: %s.", name, strings.TrimSuffix(err.Error(), ".")))
-	}
-}
-
 // answer maps a failed command to the client's answer. The vehicle's own refusals come back as
 // 200 result:false, as the REST API answers them; everything else gets a status an app can act on
 // and a sentence saying whether the command may have been carried out.
@@ -73,13 +52,24 @@ func answer(ctx context.Context, err error) error {
 		if ue.reply.Status == http.StatusGatewayTimeout || ue.reply.Status == http.StatusServiceUnavailable {
 			code = http.StatusGatewayTimeout
 		}
+		if ue.handshake {
+			return apierr.Wrap(err, code, "upstream_error",
+				fmt.Sprintf("The Fleet API answered %d to the session handshake; the command was not sent. Try again later.", ue.reply.Status))
+		}
 		return apierr.Wrap(err, code, "upstream_error_after_send",
 			fmt.Sprintf("The Fleet API answered %d after the command was sent. The command may have been carried out; check the vehicle before sending it again.", ue.reply.Status))
 	case errors.As(err, &ue) && ue.invalid != "":
+		if ue.handshake {
+			return apierr.Wrap(err, http.StatusBadGateway, "invalid_upstream_answer",
+				"The Fleet API's answer to the session handshake could not be read: "+ue.invalid+". The command was not sent.")
+		}
 		return apierr.Wrap(err, http.StatusBadGateway, "invalid_upstream_answer",
 			"The Fleet API's answer could not be read: "+ue.invalid+". The command may have been carried out; check the vehicle before sending it again.")
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded):
 		return apierr.From(context.Canceled)
+	case ue != nil && ue.handshake && (errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || isTimeout(ue.cause)):
+		return apierr.Wrap(err, http.StatusGatewayTimeout, "vehicle_timeout",
+			"The vehicle did not answer the session handshake in time; the command was not sent. Try again later.")
 	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
 		if protocol.MayHaveSucceeded(err) || ue != nil {
 			return apierr.Wrap(err, http.StatusGatewayTimeout, "vehicle_timeout",
@@ -90,7 +80,9 @@ func answer(ctx context.Context, err error) error {
 	case ue != nil && ue.cause != nil:
 		ae := apierr.From(ue.cause)
 		msg := ae.Msg
-		if ue.mayHaveArrived {
+		if ue.handshake {
+			msg += " This was the session handshake; the command was not sent."
+		} else if ue.mayHaveArrived {
 			msg += " The command may have been carried out; check the vehicle before sending it again."
 		}
 		return apierr.Wrap(err, ae.Code, ae.Word, msg)
@@ -106,9 +98,9 @@ func answer(ctx context.Context, err error) error {
 	}
 }
 
-func shorten(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
+// isTimeout reports whether a transport failure was a timeout (a deadline, or the transport's
+// own response-header timeout, which the forwarder reports as 504).
+func isTimeout(err error) bool {
+	var ae *apierr.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ae) && ae.Code == http.StatusGatewayTimeout)
 }

@@ -76,7 +76,8 @@ func (c *conn) AllowedLatency() time.Duration { return 10 * time.Second }
 // never retries (it reports MayHaveSucceeded for anything that may have reached the vehicle, and
 // is never Temporary).
 func (c *conn) Send(ctx context.Context, buffer []byte) error {
-	if isHandshake(buffer) {
+	handshake := isHandshake(buffer)
+	if handshake {
 		c.counter.handshakes.Add(1)
 	} else {
 		c.counter.commands.Add(1)
@@ -89,25 +90,25 @@ func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	}
 	reply, err := c.fwd.Call(ctx, http.MethodPost, c.path, body, nil)
 	if err != nil {
-		return &upstreamError{cause: err, mayHaveArrived: forward.MayHaveArrived(err)}
+		return &upstreamError{cause: err, mayHaveArrived: forward.MayHaveArrived(err), handshake: handshake}
 	}
 	if reply.Status != http.StatusOK {
-		return &upstreamError{reply: reply, mayHaveArrived: reply.Status >= 500}
+		return &upstreamError{reply: reply, mayHaveArrived: reply.Status >= 500, handshake: handshake}
 	}
 	var answer struct {
 		Response *string `json:"response"`
 	}
 	if err := json.Unmarshal(reply.Body, &answer); err != nil || answer.Response == nil {
-		return &upstreamError{invalid: "the Fleet API's signed_command answer is not {\"response\":\"<base64>\"}", mayHaveArrived: true}
+		return &upstreamError{invalid: "the Fleet API's signed_command answer is not {\"response\":\"<base64>\"}", mayHaveArrived: true, handshake: handshake}
 	}
 	msg, err := base64.StdEncoding.DecodeString(*answer.Response)
 	if err != nil {
-		return &upstreamError{invalid: "the Fleet API's signed_command answer is not valid base64", mayHaveArrived: true}
+		return &upstreamError{invalid: "the Fleet API's signed_command answer is not valid base64", mayHaveArrived: true, handshake: handshake}
 	}
 	// Refuse what the dispatcher would silently drop, so the app gets a 502 now instead of a
 	// timeout later.
 	if err := proto.Unmarshal(msg, new(universal.RoutableMessage)); err != nil {
-		return &upstreamError{invalid: "the vehicle's answer is not a valid protocol message", mayHaveArrived: true}
+		return &upstreamError{invalid: "the vehicle's answer is not a valid protocol message", mayHaveArrived: true, handshake: handshake}
 	}
 	select {
 	case c.recv <- msg:
@@ -115,7 +116,7 @@ func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	case <-c.closed:
 		return fmt.Errorf("connection to %s closed", c.vin)
 	case <-ctx.Done():
-		return &upstreamError{cause: ctx.Err(), mayHaveArrived: true}
+		return &upstreamError{cause: ctx.Err(), mayHaveArrived: true, handshake: handshake}
 	}
 }
 
@@ -137,6 +138,9 @@ type upstreamError struct {
 	// invalid says what was wrong with a 200 answer, if that was the problem.
 	invalid        string
 	mayHaveArrived bool
+	// handshake reports whether the message was a session-info request: then no command was
+	// sent, whatever happened to it.
+	handshake bool
 }
 
 func (e *upstreamError) Error() string {

@@ -6,13 +6,14 @@
 // signed_command endpoint through internal/forward. The vehicle's answer becomes the REST answer
 // apps expect: {"response":{"result":true,"reason":""}}.
 //
-// What this package owns is everything around the library: one long-lived vehicle object per
-// VIN, so sessions stay live in memory between commands (rebuilding it from an exported cache for
-// every command drifts the clock, see fleet-api.md); a per-VIN lock that a departing client
-// releases; handshakes with only the domain a command needs; remembering vehicles that answer 422
-// (no protocol support) and sending their REST command with its original body; and mapping what
-// the Fleet API or the vehicle said to a status an app can act on, never re-sending a command
-// that may have run.
+// What this package owns is everything around the library: refusing bad parameters (400, naming
+// the parameter) before anything is queued or sent, since every upstream call is billed; one
+// long-lived vehicle object per VIN, so sessions stay live in memory between commands (rebuilding
+// it from an exported cache for every command drifts the clock, see fleet-api.md); a per-VIN lock
+// that a departing client releases; handshakes with only the domain a command needs; remembering
+// vehicles that answer 422 (no protocol support) and sending their REST command with its original
+// body; and mapping what the Fleet API or the vehicle said to a status an app can act on, never
+// re-sending a command that may have run.
 //
 // It does not pass other routes through (internal/forward does), and it does not persist
 // sessions itself: Sessions and Options.Sessions let the caller save and restore them.

@@ -3,6 +3,7 @@ package signer
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/teslamotors/vehicle-command/pkg/cache"
@@ -20,10 +21,17 @@ type car struct {
 	// waiting client that leaves gives up its place.
 	lock chan struct{}
 
+	// legacy reports whether the vehicle answered 422 (no protocol support): its commands go to
+	// the REST API. Atomic, because parameter checks read it before taking the lock.
+	legacy atomic.Bool
+
 	// The fields below are guarded by lock.
+
+	// evicted reports whether the pool dropped this car: a request that looked it up before
+	// that must look the VIN up again, or it would run a second, unserialized vehicle object.
+	evicted  bool
 	v        *vehicle.Vehicle
 	conn     *conn
-	legacy   bool
 	lastUsed time.Time
 }
 
@@ -74,6 +82,14 @@ func (p *pool) get(vin string) *car {
 	return c
 }
 
+// legacy reports whether vin is known not to support the protocol. It takes no car lock.
+func (p *pool) legacy(vin string) bool {
+	p.mu.Lock()
+	c := p.cars[vin]
+	p.mu.Unlock()
+	return c != nil && c.legacy.Load()
+}
+
 // evictLocked drops the least recently used car that is not busy, other than keep.
 func (p *pool) evictLocked(keep string) {
 	var oldest *car
@@ -101,7 +117,9 @@ func (p *pool) evictLocked(keep string) {
 	delete(p.cars, oldest.vin)
 	if oldest.v != nil {
 		oldest.v.Disconnect()
+		oldest.v = nil
 	}
+	oldest.evicted = true
 	oldest.release()
 }
 
@@ -176,6 +194,7 @@ func (p *pool) close() {
 				c.v.Disconnect()
 				c.v = nil
 			}
+			c.evicted = true
 			c.release()
 		}
 		delete(p.cars, vin)

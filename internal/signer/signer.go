@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	verrors "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/errors"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"github.com/teslamotors/vehicle-command/pkg/proxy"
 	"github.com/teslamotors/vehicle-command/pkg/vehicle"
@@ -129,34 +130,27 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		s.forwardREST(w, r, "/api/1/vehicles/"+vin+"/wake_up", nil)
 		return nil
 	}
-	var params proxy.RequestParameters
-	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		if err := dec.Decode(&params); err != nil {
-			return apierr.Wrap(err, http.StatusBadRequest, "invalid_json",
-				"The command's parameters must be one JSON object, such as {\"percent\":80}.")
-		}
-		if dec.More() {
-			return apierr.New(http.StatusBadRequest, "invalid_json", "The body holds more than one JSON value; send one JSON object.")
-		}
+	params, err := parseParams(body)
+	if err != nil {
+		return err
 	}
 
-	c := s.pool.get(vin)
-	// Waiting for the vehicle's other commands is bounded by the same deadline as a command.
-	lockCtx, cancelLock := context.WithTimeout(r.Context(), s.timeout)
-	err = c.acquire(lockCtx)
-	cancelLock()
-	if err != nil {
-		if r.Context().Err() != nil {
-			return r.Context().Err()
+	// Refuse bad parameters before queueing behind the vehicle's other commands: they cost
+	// nothing upstream and the app should not wait to hear about them. A vehicle without the
+	// protocol gets its REST command as the app wrote it, for the Fleet API to judge.
+	if !s.pool.legacy(vin) {
+		if err := checkParams(name, params); err != nil {
+			return err
 		}
-		return apierr.Wrap(err, http.StatusServiceUnavailable, "vehicle_busy",
-			"Other commands to this vehicle are still running; try again shortly.")
+	}
+	c, err := s.lock(r.Context(), vin)
+	if err != nil {
+		return err
 	}
 	defer c.release()
 	c.lastUsed = time.Now()
 
-	if c.legacy {
+	if c.legacy.Load() {
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
@@ -182,7 +176,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
 		// The vehicle predates the protocol: remember that and send the REST command as the
 		// app wrote it.
-		c.legacy = true
+		c.legacy.Store(true)
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
 		return nil
@@ -208,9 +202,37 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 }
 
+// lock returns vin's car with its lock held. Waiting for the vehicle's other commands is bounded
+// by the same deadline as a command, and ends when the client leaves.
+func (s *Signer) lock(ctx context.Context, vin string) (*car, error) {
+	lockCtx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	for {
+		c := s.pool.get(vin)
+		if err := c.acquire(lockCtx); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, apierr.Wrap(err, http.StatusServiceUnavailable, "vehicle_busy",
+				"Other commands to this vehicle are still running; try again shortly.")
+		}
+		if !c.evicted {
+			return c, nil
+		}
+		// Dropped from the pool while we waited: the VIN has (or will get) a new car.
+		c.release()
+	}
+}
+
 // refusalReason is the vehicle's reason as the REST API words it ("not_charging"), without the
 // library's "car could not execute command: " preamble.
 func refusalReason(err error) string {
+	// VCSEC's reason is an enum; v0.4.1 words it in protobuf text format, whose spacing varies
+	// between builds. Give it the REST API's snake_case style instead: "closures_open".
+	var ve *protocol.NominalVCSECError
+	if errors.As(err, &ve) && ve.Details.GetGenericError() != verrors.GenericError_E_GENERICERROR_NONE {
+		return strings.ToLower(strings.TrimPrefix(ve.Details.GetGenericError().String(), "GENERICERROR_"))
+	}
 	msg := err.Error()
 	for _, prefix := range []string{"car could not execute command: ", "vcsec could not execute command: "} {
 		msg = strings.TrimPrefix(msg, prefix)
