@@ -103,6 +103,8 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Sessions:          seed,
 		OnSessionsChanged: onChange,
 		OnUpstream:        m.Upstream,
+		OnHandshake:       m.Handshake,
+		OnSession:         m.Session,
 		AllowNets:         rt.Allow,
 		Metrics:           metricsOnMain,
 		Observe:           m.Observe,
@@ -196,7 +198,9 @@ func loadSigningKey(path string, log *zap.Logger) (protocol.ECDHPrivateKey, erro
 	if err != nil {
 		return nil, fmt.Errorf("command-signing key: %w", err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
+	// Group read is how Kubernetes and systemd hand a non-root process its secrets (0440);
+	// access for everyone else is never needed.
+	if st.Mode().Perm()&0o007 != 0 {
 		log.Warn("the command-signing key file can be read by other users; run chmod 600 on it",
 			zap.String("key_file", path), zap.String("mode", st.Mode().Perm().String()))
 	}

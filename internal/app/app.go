@@ -43,6 +43,10 @@ type Options struct {
 	OnSessionsChanged func()
 	// Metrics, when not nil, serves /metrics on the main listener.
 	Metrics http.Handler
+	// OnHandshake is told about every session handshake; OnSession whether each signed command
+	// found its session ready. Either may be nil.
+	OnHandshake func()
+	OnSession   func(ready bool)
 	// OnUpstream is told about every Fleet API call; nil means nobody is.
 	OnUpstream func(method, path string, status int)
 	// AllowNets, when not empty, limits which client addresses are served.
@@ -91,6 +95,8 @@ func New(o Options) (*App, error) {
 		CacheSize:         o.CacheSize,
 		Sessions:          o.Sessions,
 		OnSessionsChanged: o.OnSessionsChanged,
+		OnHandshake:       o.OnHandshake,
+		OnSession:         o.OnSession,
 		Logger:            log,
 	})
 	if err != nil {

@@ -125,3 +125,42 @@ func TestRestartNeedsNoHandshake(t *testing.T) {
 		t.Errorf("%d upstream calls for 4 commands after restart, want 4", st.Upstream)
 	}
 }
+
+// TestSavedSessionsForChangedVehiclesRecover: sessions saved against vehicles that have since
+// changed keys (a replaced module, or the dev simulator's files deleted) can never be repaired by
+// re-syncing. The proxy must notice, start new sessions, and run the command, with a bounded
+// number of calls, instead of retrying until the deadline.
+func TestSavedSessionsForChangedVehiclesRecover(t *testing.T) {
+	first := testenv.Start(t, testenv.Options{Vehicles: 1})
+	vin := first.VINs[0]
+	if resp, body := first.Command(t, vin, "charge_start", nil); resp.StatusCode != 200 {
+		t.Fatalf("charge_start: %d %s", resp.StatusCode, body)
+	}
+	path := filepath.Join(t.TempDir(), "sessions.json")
+	if err := sessions.NewWriter(path, time.Hour, first.App.Signer.Sessions, zap.NewNop()).Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A new simulator: same VIN and enrolled key, but the vehicle has a new key of its own.
+	second := testenv.Start(t, testenv.Options{Vehicles: 1, Key: first.Key, Timeout: 15 * time.Second, Sessions: sessions.Load(path, zap.NewNop())})
+	start := time.Now()
+	resp, body := second.Command(t, vin, "charge_stop", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the vehicle changed: %d %s (%+v)", resp.StatusCode, body, second.Sim.Stats())
+	}
+	st := second.Sim.Stats()
+	if st.Upstream > 6 {
+		t.Errorf("%d upstream calls to recover, want at most 6 (4 rejected tries, a handshake, the command)", st.Upstream)
+	}
+	if n := len(second.Sim.Executions(vin)); n != 1 {
+		t.Errorf("%d executions, want 1", n)
+	}
+	t.Logf("recovered in %v with %d upstream calls", time.Since(start), st.Upstream)
+	// The next command uses the new session: one call.
+	before := second.Sim.Stats().Upstream
+	if resp, body := second.Command(t, vin, "charge_start", nil); resp.StatusCode != 200 {
+		t.Fatalf("next command: %d %s", resp.StatusCode, body)
+	}
+	if d := second.Sim.Stats().Upstream - before; d != 1 {
+		t.Errorf("next command cost %d calls, want 1", d)
+	}
+}

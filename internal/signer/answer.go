@@ -58,6 +58,9 @@ func answer(ctx context.Context, err error) error {
 		}
 		return apierr.Wrap(err, code, "upstream_error_after_send",
 			fmt.Sprintf("The Fleet API answered %d after the command was sent. The command may have been carried out; check the vehicle before sending it again.", ue.reply.Status))
+	case errors.As(err, &ue) && ue.gaveUp:
+		return apierr.Wrap(err, http.StatusBadGateway, "vehicle_session_error",
+			fmt.Sprintf("The vehicle kept rejecting the proxy's session, even a new one, so the proxy stopped after %d calls; the command was not carried out. Try again later; if it persists, check that the vehicle has the proxy's key.", callBudget))
 	case errors.As(err, &ue) && ue.invalid != "":
 		if ue.handshake {
 			return apierr.Wrap(err, http.StatusBadGateway, "invalid_upstream_answer",

@@ -35,6 +35,8 @@ type conn struct {
 type counters struct {
 	handshakes atomic.Int64
 	commands   atomic.Int64
+	// onHandshake, when not nil, is called for every handshake sent.
+	onHandshake func()
 }
 
 func newConn(vin string, fwd *forward.Forwarder, c *counters) *conn {
@@ -63,9 +65,12 @@ func (c *conn) Close() { c.once.Do(func() { close(c.closed) }) }
 func (c *conn) PreferredAuthMethod() connector.AuthMethod { return connector.AuthMethodHMAC }
 
 // RetryInterval implements connector.Connector. The library waits this long before retrying
-// after a fault the vehicle sent with fresh session info; the session is already updated by then,
-// so a short wait saves the app time without adding calls.
-func (c *conn) RetryInterval() time.Duration { return 100 * time.Millisecond }
+// after a fault the vehicle sent with fresh session info, and also before sending a second
+// handshake when the first one's answer has not been processed yet. Send delivers the answer
+// before it returns, so only a starved dispatcher goroutine could miss that deadline; a second
+// is ample and keeps a duplicate (billed) handshake out of reach, at the cost of a second's
+// latency on the rare re-sync.
+func (c *conn) RetryInterval() time.Duration { return time.Second }
 
 // AllowedLatency implements connector.Connector: session info older than this when it arrives
 // is not trusted to set the clock.
@@ -77,8 +82,21 @@ func (c *conn) AllowedLatency() time.Duration { return 10 * time.Second }
 // is never Temporary).
 func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	handshake := isHandshake(buffer)
+	if st := stateFrom(ctx); st != nil {
+		if st.sends.Add(1) > st.budget {
+			// The vehicle keeps asking for another try (each rejection carried a fault, so
+			// nothing ran). Every try is a billed call: stop here.
+			return &upstreamError{gaveUp: true, handshake: handshake}
+		}
+		if handshake {
+			st.handshakes.Add(1)
+		}
+	}
 	if handshake {
 		c.counter.handshakes.Add(1)
+		if c.counter.onHandshake != nil {
+			c.counter.onHandshake()
+		}
 	} else {
 		c.counter.commands.Add(1)
 	}
@@ -120,6 +138,25 @@ func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	}
 }
 
+// reqState is one command request's account of its upstream calls, carried in the context the
+// library passes to Send.
+type reqState struct {
+	budget     int64
+	sends      atomic.Int64
+	handshakes atomic.Int64
+}
+
+type stateKey struct{}
+
+func withState(ctx context.Context, st *reqState) context.Context {
+	return context.WithValue(ctx, stateKey{}, st)
+}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
 // isHandshake reports whether an encoded RoutableMessage is a session-info request.
 func isHandshake(buffer []byte) bool {
 	var m universal.RoutableMessage
@@ -135,6 +172,8 @@ type upstreamError struct {
 	reply *forward.Reply
 	// cause is the transport failure, if the call failed.
 	cause error
+	// gaveUp reports that the request's call budget ran out (see reqState).
+	gaveUp bool
 	// invalid says what was wrong with a 200 answer, if that was the problem.
 	invalid        string
 	mayHaveArrived bool
@@ -149,6 +188,8 @@ func (e *upstreamError) Error() string {
 		return fmt.Sprintf("signed_command answered %d", e.reply.Status)
 	case e.cause != nil:
 		return "signed_command failed: " + e.cause.Error()
+	case e.gaveUp:
+		return "gave up: the vehicle kept rejecting the session"
 	default:
 		return e.invalid
 	}

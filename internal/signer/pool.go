@@ -33,6 +33,8 @@ type car struct {
 	v        *vehicle.Vehicle
 	conn     *conn
 	lastUsed time.Time
+	// fresh means the saved sessions are not to be used for this car again (see reset).
+	fresh bool
 }
 
 // acquire takes the car's lock, or gives up when ctx ends.
@@ -130,9 +132,12 @@ func (p *pool) vehicle(ctx context.Context, c *car) (*vehicle.Vehicle, error) {
 		return c.v, nil
 	}
 	cn := newConn(c.vin, p.fwd, p.counters)
-	p.mu.Lock()
-	seed := p.seed
-	p.mu.Unlock()
+	var seed *cache.SessionCache
+	if !c.fresh {
+		p.mu.Lock()
+		seed = p.seed
+		p.mu.Unlock()
+	}
 	v, err := vehicle.NewVehicle(cn, p.key, seed)
 	if err != nil {
 		// A seed entry the library cannot load is no reason to fail: start without it.
@@ -146,6 +151,15 @@ func (p *pool) vehicle(ctx context.Context, c *car) (*vehicle.Vehicle, error) {
 	}
 	c.v, c.conn = v, cn
 	return v, nil
+}
+
+// reset drops c's vehicle object and its sessions, so the next command starts with a handshake
+// (and never again from the saved sessions). c's lock must be held.
+func (p *pool) reset(c *car) {
+	if c.v != nil {
+		c.v.Disconnect()
+	}
+	c.v, c.conn, c.fresh = nil, nil, true
 }
 
 // sessions exports the live sessions of every car (and seed entries for cars not built yet).

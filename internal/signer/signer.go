@@ -43,19 +43,26 @@ type Options struct {
 	// OnSessionsChanged, when not nil, is called after a command that may have changed session
 	// state (a handshake, a counter), so the caller can persist Sessions soon. It must not block.
 	OnSessionsChanged func()
+	// OnHandshake, when not nil, is called for every session handshake sent upstream.
+	OnHandshake func()
+	// OnSession, when not nil, is told for every signed command whether its vehicle session was
+	// ready (true) or needed a handshake (false).
+	OnSession func(ready bool)
 	// Logger receives the signer's log lines; nil means none.
 	Logger *zap.Logger
 }
 
 // Signer serves POST /api/1/vehicles/{vin}/command/{name}. It is safe for concurrent use.
 type Signer struct {
-	fwd      *forward.Forwarder
-	timeout  time.Duration
-	maxBody  int64
-	changed  func()
-	log      *zap.Logger
-	pool     *pool
-	counters counters
+	fwd     *forward.Forwarder
+	timeout time.Duration
+	maxBody int64
+	changed func()
+	// onSession is told whether each signed command found its session ready.
+	onSession func(ready bool)
+	log       *zap.Logger
+	pool      *pool
+	counters  counters
 }
 
 // New returns a Signer.
@@ -63,7 +70,8 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, changed: o.OnSessionsChanged, log: o.Logger}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, changed: o.OnSessionsChanged, onSession: o.OnSession, log: o.Logger}
+	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
 	}
@@ -109,6 +117,11 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// callBudget bounds the signed_command calls one attempt at a command may make: a handshake, the
+// command, a re-sync after a reboot and one more. The library retries for as long as the
+// vehicle answers with a retryable fault; each try is billed.
+const callBudget = 4
 
 // success is the REST answer to a command the vehicle carried out.
 var success = []byte(`{"response":{"result":true,"reason":""}}` + "\n")
@@ -156,6 +169,9 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
+	// The action keeps the context it is made with and hands it to every Send: st rides in it.
+	st := &reqState{budget: callBudget}
+	ctx = withState(ctx, st)
 	action, err := proxy.ExtractCommandAction(ctx, name, params)
 	if errors.Is(err, proxy.ErrCommandUseRESTAPI) {
 		s.forwardREST(w, r, "", body)
@@ -169,10 +185,25 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		return err
 	}
 	err = s.run(ctx, v, name, action)
+	var ue *upstreamError
+	if errors.As(err, &ue) && ue.gaveUp {
+		// Every try was rejected with a fault, so nothing ran. The saved session is beyond
+		// repair (say the vehicle's key changed): start over with a fresh handshake, once.
+		s.log.Warn("vehicle kept rejecting its session; starting a new one", zap.String("vin", vin))
+		s.pool.reset(c)
+		if v, err = s.pool.vehicle(ctx, c); err != nil {
+			return err
+		}
+		st.sends.Store(0)
+		err = s.run(ctx, v, name, action)
+		ue = nil
+	}
+	if s.onSession != nil {
+		s.onSession(st.handshakes.Load() == 0)
+	}
 	if s.changed != nil {
 		s.changed()
 	}
-	var ue *upstreamError
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
 		// The vehicle predates the protocol: remember that and send the REST command as the
 		// app wrote it.

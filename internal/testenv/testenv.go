@@ -129,6 +129,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	if o.Metrics != nil {
 		ao.Metrics, ao.Observe, ao.InFlight, ao.OnUpstream = o.Metrics.Handler(), o.Metrics.Observe, o.Metrics.InFlight, o.Metrics.Upstream
+		ao.OnHandshake, ao.OnSession = o.Metrics.Handshake, o.Metrics.Session
 	}
 	a, err := app.New(ao)
 	if err != nil {
