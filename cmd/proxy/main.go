@@ -46,7 +46,7 @@ func realMain(ctx context.Context, args []string, getenv func(string) string, st
 		case "pubkey":
 			return runPubkey(args[1:], stdout, stderr)
 		case "health":
-			return runHealth(ctx, args[1:], stdout, stderr)
+			return runHealth(ctx, args[1:], getenv, stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
