@@ -428,10 +428,10 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 			writeUsage(output)
 			return Config{}, err
 		}
-		return Config{}, fmt.Errorf("%w (run with -help for the list of flags)", err)
+		return Config{}, &UsageError{Err: fmt.Errorf("%w (run with -help for the list of flags)", err)}
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: settings are given as flags such as -port 4443 (run with -help for the list)", fs.Arg(0))
+		return Config{}, &UsageError{Err: fmt.Errorf("unexpected argument %q: settings are given as flags such as -port 4443 (run with -help for the list)", fs.Arg(0))}
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -458,6 +458,16 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	}
 	return cfg, nil
 }
+
+// UsageError is a Load error in the command line itself (an unknown flag, a flag value that does
+// not parse, a stray argument), as opposed to a problem in the file or the environment.
+type UsageError struct{ Err error }
+
+// Error returns the underlying message.
+func (e *UsageError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *UsageError) Unwrap() error { return e.Err }
 
 // applyEnv sets every field whose environment variable is non-empty and returns one error per
 // variable it could not parse.

@@ -59,7 +59,12 @@ func realMain(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "proxy: %v\n", err)
-		return 2
+		// A bad command line is a usage error; a bad file or environment variable is a bad
+		// configuration, like Validate's problems (so -check-config exits 1 for it).
+		if _, usage := errors.AsType[*config.UsageError](err); usage {
+			return 2
+		}
+		return 1
 	}
 	if cfg.CheckConfig {
 		if err := cfg.Validate(); err != nil {

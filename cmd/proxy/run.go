@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,7 +40,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("configuration is not valid:\n%w", err)
+		return invalidConfig(err)
 	}
 
 	key, err := loadSigningKey(cfg.KeyFile, log)
@@ -70,7 +71,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 
 	rt, err := cfg.Runtime()
 	if err != nil {
-		return fmt.Errorf("configuration is not valid:\n%w", err)
+		return invalidConfig(err)
 	}
 	upstream := rt.Upstream
 	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA})
@@ -129,20 +130,8 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 	}
 
-	ln, err := listen(cfg)
-	if err != nil {
-		return err
-	}
-	scheme := "https"
-	if tlsConfig == nil {
-		scheme = "http"
-	}
-	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
-	warnExposure(cfg, log)
-	if printReady != nil {
-		printReady(listenURL(scheme, ln.Addr()), stdout)
-	}
-
+	// Catch SIGHUP before the listen line is logged: a reload sent as soon as the proxy says it
+	// is up must not meet the default action, which ends the process.
 	if reloader != nil {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -161,6 +150,20 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 				}
 			}
 		}()
+	}
+
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	scheme := "https"
+	if tlsConfig == nil {
+		scheme = "http"
+	}
+	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
+	warnExposure(cfg, log)
+	if printReady != nil {
+		printReady(listenURL(scheme, ln.Addr()), stdout)
 	}
 
 	err = server.Serve(ctx, ln, server.Options{
@@ -190,6 +193,16 @@ func serveMetrics(ctx context.Context, addr string, h http.Handler, log *zap.Log
 	}()
 	log.Info("metrics on http://" + ln.Addr().String() + "/metrics")
 	return nil
+}
+
+// invalidConfig words a Validate error: one problem on one line, several as a list below a
+// heading, one per line.
+func invalidConfig(err error) error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) && len(joined.Unwrap()) > 1 {
+		return fmt.Errorf("configuration is not valid:\n%w", err)
+	}
+	return fmt.Errorf("configuration is not valid: %w", err)
 }
 
 // loadSigningKey loads the command-signing key and warns when the file is readable by others.
