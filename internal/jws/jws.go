@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"strings"
+	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
@@ -75,6 +76,9 @@ func Register() {
 // Alg returns Alg.
 func (*SigningMethod) Alg() string { return Alg }
 
+// schnorrMu serializes calls into vehicle-command's Schnorr signer (see Sign).
+var schnorrMu sync.Mutex
+
 // Sign signs signingString with key, which must be a protocol.ECDHPrivateKey. The signature is
 // deterministic (RFC 6979 nonce), 96 bytes long.
 func (*SigningMethod) Sign(signingString string, key any) ([]byte, error) {
@@ -82,7 +86,12 @@ func (*SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	if !ok || k == nil {
 		return nil, fmt.Errorf("%w: signing needs a protocol.ECDHPrivateKey, not %T", jwt.ErrInvalidKeyType, key)
 	}
+	// vehicle-command v0.4.1's Schnorr code shares a package-level big number that its math
+	// library writes to while comparing, so two signatures at once are a data race (found by the
+	// load test under -race). Signing takes well under a millisecond: take turns.
+	schnorrMu.Lock()
 	sig, err := k.SchnorrSignature([]byte(signingString))
+	schnorrMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("jws: schnorr signature: %w", err)
 	}

@@ -224,7 +224,7 @@ func requestCases(tb testing.TB) []configCase {
 		{"empty", "", "request body is empty"},
 		{"blank", " \n\t", "request body is empty"},
 		{"truncated", `{"vins":[` + vin, "request body is not valid JSON: it ends too early"},
-		{"syntax", `{"vins":[` + vin + `],}`, "request body is not valid JSON: invalid character '}' looking for beginning of object key string (at byte"},
+		{"syntax", `{"vins":[` + vin + `],}`, "request body is not valid JSON: it has an unexpected character at byte 31"},
 		{"trailing garbage", `{"vins":[` + vin + `],"config":` + good + `} x`, "request body has data after its JSON object, starting at byte"},
 		{"two objects", `{"vins":[` + vin + `],"config":` + good + `}{}`, "request body has data after its JSON object"},
 		{"list", `[` + good + `]`, "request body must be a JSON object such as"},

@@ -325,7 +325,7 @@ func TestSlowVehicle(t *testing.T) {
 	resp, body := env.Command(t, warm, "flash_lights", nil)
 	mustSucceed(t, resp, body)
 	executed := len(env.Sim.Executions(""))
-	env.Sim.SetFault("", fleetsim.Fault{Delay: 3 * time.Second})
+	env.Sim.SetFault("", fleetsim.Fault{Delay: 10 * time.Second})
 
 	for _, c := range []struct {
 		vin  string
@@ -341,8 +341,9 @@ func TestSlowVehicle(t *testing.T) {
 		if c.vin == fresh && strings.Contains(a.ErrorDescription, mayHaveRun) {
 			t.Errorf("handshake timeout says %q; the command was never sent", a.ErrorDescription)
 		}
-		// The simulator would answer after 3 s; the proxy must not wait for that.
-		if took > timeout+1500*time.Millisecond {
+		// The simulator would answer after 10 s; the proxy must not wait for that. (The bound is
+		// loose: under -race on two busy cores a 400 ms deadline has been seen to take 4 s.)
+		if took > 8*time.Second {
 			t.Errorf("the answer took %v with a %v timeout", took, timeout)
 		}
 	}
