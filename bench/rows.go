@@ -1,0 +1,402 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/teslaproxy/proxy/internal/jws"
+)
+
+// measurement is one contender's figures for one row.
+type measurement struct {
+	sample
+	// hasProc reports whether the contender is a child process, so cpu and the RSS figures mean
+	// something.
+	hasProc bool
+	// cpu is the process's user+system CPU time during the measured part.
+	cpu time.Duration
+	// idleRSS is the RSS before the warm-up; peakRSS is VmHWM over the warm-up and the measured
+	// part.
+	idleRSS, peakRSS int64
+	// upstream is how many requests reached the simulated Fleet API during the measured part.
+	upstream int
+	// rejected is how many signed messages the simulated vehicles refused at the protocol level
+	// (each makes the client re-sync and send again: billed calls with nothing to show).
+	rejected int
+	// warmErrs counts failures during the warm-up, which are errors under load too.
+	warmErrs     int
+	warmFirstErr string
+}
+
+func (m measurement) cpuPerOp() time.Duration {
+	if m.ops == 0 {
+		return 0
+	}
+	return m.cpu / time.Duration(m.ops)
+}
+
+func (m measurement) upstreamPerOp() float64 {
+	if m.ops == 0 {
+		return 0
+	}
+	return float64(m.upstream) / float64(m.ops)
+}
+
+// job is one contender's part of a row: its load, its own client (so its connections stay warm
+// across rounds) and what has been measured so far.
+type job struct {
+	c        *contender
+	l        load
+	warmLoad *load // nil: warm up with l itself
+	client   *http.Client
+	m        measurement
+}
+
+// compare measures every job for dur in total. To keep a burst of outside load from landing on one
+// contender only, the time is cut into rounds that take the jobs in turn (direct, ours, reference,
+// direct, …); each job's figures are the sum of its rounds. Every job is warmed up first, for warm,
+// on the connections it then keeps.
+func (b *bench) compare(jobs []*job, dur, warm time.Duration) error {
+	for _, j := range jobs {
+		if err := b.prepare(j, warm); err != nil {
+			return err
+		}
+	}
+	rounds := b.o.rounds
+	if rounds <= 0 {
+		rounds = int(min(5, max(1, dur/(2*time.Second))))
+	}
+	for range rounds {
+		for _, j := range jobs {
+			if err := b.round(j, dur/time.Duration(rounds), 0); err != nil {
+				return err
+			}
+		}
+	}
+	for _, j := range jobs {
+		if err := b.finish(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// once measures one job alone for exactly hits requests, without a warm-up.
+func (b *bench) once(j *job, hits int) error {
+	if err := b.prepare(j, 0); err != nil {
+		return err
+	}
+	if err := b.round(j, 0, hits); err != nil {
+		return err
+	}
+	return b.finish(j)
+}
+
+func (b *bench) prepare(j *job, warm time.Duration) error {
+	j.client = newClient(b.pki.pool, j.l.workers)
+	if j.c.proc != nil {
+		// The peak covers the warm-up too: for 1,000 connections, opening them is part of the load.
+		j.m.hasProc = true
+		if err := j.c.proc.resetPeak(); err != nil {
+			return fmt.Errorf("reset the peak RSS of %s: %w", j.c.name, err)
+		}
+		var err error
+		if j.m.idleRSS, _, err = j.c.proc.memory(); err != nil {
+			return err
+		}
+	}
+	if warm > 0 {
+		wl := j.l
+		if j.warmLoad != nil {
+			wl = *j.warmLoad
+			wl.workers = j.l.workers
+		}
+		w := attack(b.ctx, j.client, wl, warm, 0)
+		j.m.warmErrs, j.m.warmFirstErr = w.errs, w.firstErr
+	}
+	return nil
+}
+
+func (b *bench) round(j *job, dur time.Duration, hits int) error {
+	var cpu0 time.Duration
+	if j.c.proc != nil {
+		var err error
+		if cpu0, err = j.c.proc.cpu(); err != nil {
+			return err
+		}
+	}
+	st0 := b.sim.Stats()
+	s := attack(b.ctx, j.client, j.l, dur, hits)
+	st1 := b.sim.Stats()
+	j.m.upstream += st1.Upstream - st0.Upstream
+	j.m.rejected += sum(st1.Rejections) - sum(st0.Rejections)
+	j.m.merge(s)
+	if j.c.proc != nil {
+		cpu1, err := j.c.proc.cpu()
+		if err != nil {
+			return err
+		}
+		j.m.cpu += cpu1 - cpu0
+	}
+	return b.ctx.Err()
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func (b *bench) finish(j *job) error {
+	j.client.CloseIdleConnections()
+	slices.Sort(j.m.lat)
+	if j.c.proc != nil {
+		var err error
+		if _, j.m.peakRSS, err = j.c.proc.memory(); err != nil {
+			return err
+		}
+	}
+	if j.m.errs > 0 || j.m.warmErrs > 0 {
+		first := j.m.firstErr
+		if first == "" {
+			first = j.m.warmFirstErr
+		}
+		fmt.Fprintf(os.Stderr, "  %s: %d errors (+%d in warm-up), first: %s\n", j.c.name, j.m.errs, j.m.warmErrs, first)
+	}
+	return nil
+}
+
+// contenders returns the contenders in the order each row measures them.
+func (b *bench) contenders() []*contender { return []*contender{b.direct, b.ours, b.ref} }
+
+// takeVINs hands out n vehicles no earlier row has used. Each proxy gets VINs of its own: two
+// clients sharing a key and a VIN would step on each other's counters.
+func (b *bench) takeVINs(n int) []string {
+	if b.nextVIN+n > len(b.vins) {
+		panic("bench: not enough simulated vehicles")
+	}
+	v := b.vins[b.nextVIN : b.nextVIN+n]
+	b.nextVIN += n
+	return v
+}
+
+func (b *bench) target(c *contender, method, path string, body []byte) vegeta.Target {
+	h := http.Header{"Authorization": {"Bearer " + b.token}}
+	if body != nil {
+		h.Set("Content-Type", "application/json")
+	}
+	return vegeta.Target{Method: method, URL: c.url + path, Body: body, Header: h}
+}
+
+func (b *bench) smallGet(c *contender) load {
+	return load{
+		targets: []vegeta.Target{b.target(c, http.MethodGet, "/api/1/vehicles/"+b.vins[0]+"/vehicle_data", nil)},
+		check:   contains(`"method":"GET"`),
+	}
+}
+
+func (b *bench) progress(row string, c *contender, m measurement) {
+	fmt.Fprintf(os.Stderr, "%-28s %-10s %8d ops %8.1f/s p50 %-9s p99 %-9s errors %d\n",
+		row, c.name, m.ops, m.rate(), fmtDur(m.quantile(0.5)), fmtDur(m.quantile(0.99)), m.errs+m.warmErrs)
+}
+
+// rowPass: small JSON pass-through (vehicle_data, answered by the simulator's echo) at 1, 16 and
+// 64 connections.
+func (b *bench) rowPass() error {
+	for _, conns := range []int{1, 16, 64} {
+		var jobs []*job
+		for _, c := range b.contenders() {
+			l := b.smallGet(c)
+			l.workers = conns
+			jobs = append(jobs, &job{c: c, l: l})
+		}
+		if err := b.compare(jobs, b.o.duration, b.o.warm); err != nil {
+			return err
+		}
+		ld := fmt.Sprintf("%d conns", conns)
+		if conns == 1 {
+			ld = "1 conn"
+		}
+		for _, j := range jobs {
+			b.add(line{row: rowPass, load: ld, unit: "req/s", rate: j.m.rate(), upstream: fmt.Sprintf("%.2f", j.m.upstreamPerOp())}, j.c, j.m)
+		}
+	}
+	return nil
+}
+
+// uploadSize is the body of the upload row.
+const uploadSize = 100 << 20
+
+// rowUpload: one connection posting 100 MiB bodies to an echo route, one after another.
+func (b *bench) rowUpload() error {
+	body := make([]byte, uploadSize)
+	for i := range body {
+		body[i] = byte(i*7 + i>>13)
+	}
+	var jobs []*job
+	for _, c := range b.contenders() {
+		t := b.target(c, http.MethodPost, "/api/1/vehicles/"+b.vins[0]+"/bench_upload", body)
+		t.Header.Set("Content-Type", "application/octet-stream")
+		warm := b.smallGet(c)
+		jobs = append(jobs, &job{c: c, warmLoad: &warm,
+			l: load{targets: []vegeta.Target{t}, workers: 1, check: contains(fmt.Sprintf(`"body_length":%d`, uploadSize))}})
+	}
+	if err := b.compare(jobs, b.o.duration, b.o.warm); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		// The median upload's speed: on a shared machine one stalled upload would otherwise
+		// decide the mean.
+		mib := 0.0
+		if p50 := j.m.quantile(0.5); p50 > 0 {
+			mib = float64(uploadSize) / (1 << 20) / p50.Seconds()
+		}
+		b.add(line{row: rowUpload, load: "1 conn", unit: "MiB/s", rate: mib, upstream: fmt.Sprintf("%.2f", j.m.upstreamPerOp())}, j.c, j.m)
+	}
+	return nil
+}
+
+// rowTelemetry: POST fleet_telemetry_config at 16 connections; the proxies sign the config into a
+// JWS for fleet_telemetry_config_jws. Direct posts one pre-signed token to the JWS route: the
+// simulator's own limit.
+func (b *bench) rowTelemetry() error {
+	config := map[string]any{
+		"hostname": "telemetry.example.com",
+		"port":     4443,
+		"exp":      time.Now().Add(30 * 24 * time.Hour).Unix(),
+		"fields":   map[string]any{"BatteryLevel": map[string]any{"interval_seconds": 60}, "VehicleSpeed": map[string]any{"interval_seconds": 10}},
+	}
+	vins := []string{b.vins[0]}
+	plain, err := json.Marshal(map[string]any{"vins": vins, "config": config})
+	if err != nil {
+		return err
+	}
+	token, _, err := jws.SignTelemetryConfig(b.key.private, config)
+	if err != nil {
+		return err
+	}
+	signed, err := json.Marshal(map[string]any{"vins": vins, "token": token})
+	if err != nil {
+		return err
+	}
+	var jobs []*job
+	for _, c := range b.contenders() {
+		t := b.target(c, http.MethodPost, "/api/1/vehicles/fleet_telemetry_config", plain)
+		if c == b.direct {
+			t = b.target(c, http.MethodPost, "/api/1/vehicles/fleet_telemetry_config_jws", signed)
+		}
+		jobs = append(jobs, &job{c: c, l: load{targets: []vegeta.Target{t}, workers: 16, check: contains(`"updated_vehicles":1`)}})
+	}
+	if err := b.compare(jobs, b.o.duration, b.o.warm); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		b.add(line{row: rowTelemetry, load: "16 conns", unit: "req/s", rate: j.m.rate(), upstream: fmt.Sprintf("%.2f", j.m.upstreamPerOp())}, j.c, j.m)
+	}
+	return nil
+}
+
+// commandName is the command the command rows send: an Infotainment command with no parameters
+// that the simulated car carries out every time.
+const commandName = "flash_lights"
+
+// rowCommands: signed commands at 1, 16 and 50 VINs, one connection per VIN. First every VIN gets
+// one command (the session is set up: "first"), then the measured load runs on warm sessions
+// ("then"). Direct has no line: a client cannot sign without the key's session logic.
+func (b *bench) rowCommands() error {
+	for _, n := range []int{1, 16, 50} {
+		ld := fmt.Sprintf("%d VIN", n)
+		if n > 1 {
+			ld += "s"
+		}
+		var jobs, firsts []*job
+		for _, c := range []*contender{b.ours, b.ref} {
+			var targets []vegeta.Target
+			for _, vin := range b.takeVINs(n) {
+				targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
+			}
+			l := load{targets: targets, workers: n, check: contains(`"result":true`)}
+			first := &job{c: c, l: l}
+			if err := b.once(first, n); err != nil {
+				return err
+			}
+			firsts = append(firsts, first)
+			jobs = append(jobs, &job{c: c, l: l})
+		}
+		if err := b.compare(jobs, b.o.duration, b.o.warm); err != nil {
+			return err
+		}
+		for i, j := range jobs {
+			first := firsts[i].m
+			j.m.warmErrs += first.errs
+			if j.m.warmFirstErr == "" {
+				j.m.warmFirstErr = first.firstErr
+			}
+			b.keep(rowCommands+" first", ld, j.c, first)
+			up := fmt.Sprintf("first %.2f, then %.3f", first.upstreamPerOp(), j.m.upstreamPerOp())
+			if j.m.rejected > 0 {
+				up += fmt.Sprintf(" (%d refused by the car)", j.m.rejected)
+			}
+			b.add(line{row: rowCommands, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
+		}
+	}
+	return nil
+}
+
+// conns1000Duration is how long the 1,000-connection row holds its connections (at most).
+const conns1000Duration = 5 * time.Second
+
+// rowConns1000: 1,000 keep-alive connections doing small pass-through requests; the figure that
+// matters is the proxy's peak RSS.
+func (b *bench) rowConns1000() error {
+	var jobs []*job
+	for _, c := range b.contenders() {
+		l := b.smallGet(c)
+		l.workers = 1000
+		jobs = append(jobs, &job{c: c, l: l})
+	}
+	if err := b.compare(jobs, min(b.o.duration, conns1000Duration), max(b.o.warm, time.Second)); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		b.add(line{row: rowConns1000, load: "1000 conns", unit: "req/s", rate: j.m.rate(), upstream: fmt.Sprintf("%.2f", j.m.upstreamPerOp())}, j.c, j.m)
+	}
+	return nil
+}
+
+// Row titles, as the table shows them.
+const (
+	rowPass      = "pass-through small JSON"
+	rowUpload    = "pass-through 100 MiB upload"
+	rowTelemetry = "telemetry config signing"
+	rowCommands  = "signed commands, warm"
+	rowConns1000 = "1,000 connections"
+)
+
+func key(row, load, contender string) string { return row + "|" + load + "|" + contender }
+
+func (b *bench) keep(row, load string, c *contender, m measurement) {
+	b.results[key(row, load, c.name)] = m
+}
+
+func (b *bench) add(l line, c *contender, m measurement) {
+	b.keep(l.row, l.load, c, m)
+	l.contender = c.name
+	l.m = m
+	l.ops = m.ops
+	l.errs = m.errs + m.warmErrs
+	l.firstErr = m.firstErr
+	if l.firstErr == "" {
+		l.firstErr = m.warmFirstErr
+	}
+	b.lines = append(b.lines, l)
+	b.progress(l.row+" "+l.load, c, m)
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the proxy benchmark (issue 7): the Fleet API simulator, our proxy and Tesla's reference
+# tesla-http-proxy v0.4.1 on loopback, each row measured for every contender in the same run.
+# Prints one table and, unless -quick, writes it to docs/benchmarks.md.
+#
+#   scripts/bench.sh                         # full run, 10 s per row and contender (~5 minutes)
+#   scripts/bench.sh -quick                  # 1 s rows, writes nothing (CI, development)
+#   scripts/bench.sh -rows pass,commands -duration 5s -out /tmp/bench.md
+#
+# Flags: -duration, -quick, -rows (pass, telemetry, commands, conns1000, upload, all), -out.
+# Everything listens on and dials 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_COMMAND="scripts/bench.sh${*:+ $*}" exec go run ./bench "$@"
