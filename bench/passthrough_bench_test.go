@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/teslaproxy/proxy/internal/app"
 	"github.com/teslaproxy/proxy/internal/testenv"
@@ -23,11 +22,10 @@ import (
 // request) but writes nowhere, so a profile shows the cost of logging without the disk.
 func productionLogger() *zap.Logger { return productionLoggerTo(io.Discard) }
 
-// productionLoggerTo is cmd/proxy's logger (newLogger) writing to w.
+// productionLoggerTo is the binary's logger (app.NewLogger) writing to w.
 func productionLoggerTo(w io.Writer) *zap.Logger {
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel))
+	log, _ := app.NewLogger(false, w)
+	return log
 }
 
 // stubBody is about the size of the simulator's echo of a vehicle_data request.

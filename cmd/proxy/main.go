@@ -10,12 +10,21 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/teslaproxy/proxy/config"
+	"github.com/teslaproxy/proxy/internal/app"
 )
 
 func main() {
+	// The proxy's live heap is a few MiB, so at the default GOGC=100 the collector runs every few
+	// MiB of request garbage and takes a fifth of the CPU of a small pass-through request.
+	// Collecting at 4x the live heap costs a few MiB of memory and saves most of that. A GOGC
+	// set in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(realMain(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
@@ -74,13 +83,10 @@ func realMain(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintln(stdout, "configuration is valid")
 		return 0
 	}
-	logger, err := newLogger(cfg.Verbose, stderr)
+	logger, stopLogger := app.NewLogger(cfg.Verbose, stderr)
+	err = run(ctx, cfg, logger, stdout)
+	stopLogger() // flush what the proxy logged before the last line below
 	if err != nil {
-		fmt.Fprintf(stderr, "proxy: %v\n", err)
-		return 1
-	}
-	defer func() { _ = logger.Sync() }()
-	if err := run(ctx, cfg, logger, stdout); err != nil {
 		fmt.Fprintf(stderr, "proxy: %v\n", err)
 		return 1
 	}

@@ -162,6 +162,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	}
 	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
 	warnExposure(cfg, log)
+	_ = log.Sync() // the listen line is how callers of -port 0 find the proxy: now, not in a second
 	if printReady != nil {
 		printReady(listenURL(scheme, ln.Addr()), stdout)
 	}

@@ -25,18 +25,19 @@ type watchdog struct {
 }
 
 func newWatchdog(idle time.Duration, cancel context.CancelCauseFunc, rc *http.ResponseController) *watchdog {
-	wd := &watchdog{idle: idle, cancel: cancel, rc: rc}
+	// The server's own read and write timeouts cover the first seconds, so a short transfer,
+	// the usual kind, never touches the connection's deadlines.
+	wd := &watchdog{idle: idle, cancel: cancel, rc: rc, lastKick: time.Now()}
 	wd.timer = time.AfterFunc(idle, func() { cancel(errIdle) })
-	wd.kick()
 	return wd
 }
 
-// kick records progress. It touches timers and deadlines at most a few times a second, so a fast
-// stream does not pay for it on every 32 KiB.
+// kick records progress. It touches the timer and the deadlines at most once a second, so a fast
+// stream does not pay for it on every buffer.
 func (wd *watchdog) kick() {
 	now := time.Now()
 	wd.mu.Lock()
-	if now.Sub(wd.lastKick) < 250*time.Millisecond {
+	if now.Sub(wd.lastKick) < min(time.Second, wd.idle/4) {
 		wd.mu.Unlock()
 		return
 	}

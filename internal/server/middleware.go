@@ -41,7 +41,9 @@ func routeClass(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ri := info(r); ri != nil {
 			ri.route = route
-			ri.vin = mux.Vars(r)["vin"]
+			if vars := mux.Vars(r); vars != nil {
+				ri.vin = vars["vin"]
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -59,7 +61,12 @@ func requireToken(fwd *forward.Forwarder, next http.Handler) http.Handler {
 		if ri := info(r); ri != nil {
 			ri.upstream = fwd.Target(tok).Host
 		}
-		next.ServeHTTP(w, r.WithContext(forward.WithToken(r.Context(), tok)))
+		// accessLog put an empty token slot in the context; without one (a handler used on
+		// its own), carry the token in a new context.
+		if !forward.SetToken(r.Context(), tok) {
+			r = r.WithContext(forward.WithToken(r.Context(), tok))
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -105,7 +112,9 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ri := &reqInfo{id: newID(), route: RouteRejected}
-		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		// One copy of the request for everything the handlers below record: the access log's
+		// notes and the token slot.
+		r = r.WithContext(forward.WithTokenSlot(context.WithValue(r.Context(), infoKey{}, ri)))
 		sw := &statusWriter{ResponseWriter: w}
 		if inFlight != nil {
 			inFlight(1)

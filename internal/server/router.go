@@ -90,9 +90,10 @@ func NewRouter(d Deps) http.Handler {
 	if d.Commands != nil {
 		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(d.Commands, http.MethodPost))))
 	}
-	r.PathPrefix("/").Handler(routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward)))
+	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward))
+	catchAll := r.PathPrefix("/").Handler(passThrough)
 
-	var h http.Handler = refuseOdd(r)
+	var h http.Handler = refuseOdd(dispatch(r, catchAll))
 	if len(d.AllowNets) > 0 {
 		h = allowOnly(d.AllowNets, h)
 	}
@@ -116,6 +117,22 @@ func methods(h http.Handler, allowed ...string) http.Handler {
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
 			"This endpoint accepts "+strings.Join(allowed, " or ")+" only."))
+	})
+}
+
+// dispatch serves a request through the router's table. mux.Router.ServeHTTP copies the request
+// twice to attach route variables; the catch-all has none, so a pass-through request, the most
+// common kind, goes to its handler without those copies. The table itself stays the one in
+// NewRouter: dispatch only asks it which route matched.
+func dispatch(r *mux.Router, catchAll *mux.Route) http.Handler {
+	passThrough := catchAll.GetHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var m mux.RouteMatch
+		if r.Match(req, &m) && m.Route == catchAll {
+			passThrough.ServeHTTP(w, req)
+			return
+		}
+		r.ServeHTTP(w, req)
 	})
 }
 
