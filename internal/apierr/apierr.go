@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 )
 
@@ -94,4 +95,28 @@ func Write(w http.ResponseWriter, err error) *Error {
 	b, _ := json.Marshal(Body{Error: e.Word, ErrorDescription: e.Msg})
 	_, _ = w.Write(append(b, '\n'))
 	return e
+}
+
+// ReadBody reads a request body the proxy must look at itself, at most limit bytes (zero means
+// 1 MiB). A larger body is a 413, one that breaks off a 400.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, BodyError(err)
+	}
+	return body, nil
+}
+
+// BodyError is the answer to a request body that could not be read: 413 when it was over a
+// limit set with http.MaxBytesReader, 400 otherwise.
+func BodyError(err error) *Error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
+			fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", tooBig.Limit))
+	}
+	return Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
 }

@@ -19,6 +19,23 @@ type Reply struct {
 	Body   []byte
 }
 
+// Write relays the answer to w as the Fleet API sent it: status, end-to-end headers (Retry-After
+// and RateLimit-* included) and body. Headers already set on w stay unless the answer has them too.
+func (r *Reply) Write(w http.ResponseWriter) {
+	h := w.Header()
+	for k, vs := range r.Header {
+		switch http.CanonicalHeaderKey(k) {
+		// Hop-by-hop headers (RFC 9110 §7.6.1) belong to the upstream connection; the length is
+		// the server's to set.
+		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade", "Content-Length":
+			continue
+		}
+		h[k] = vs
+	}
+	w.WriteHeader(r.Status)
+	_, _ = w.Write(r.Body)
+}
+
 // CallError is an upstream failure seen by Call. It unwraps to an *apierr.Error holding the
 // status the client should get.
 type CallError struct {

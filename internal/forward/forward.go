@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -198,7 +197,7 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= f.maxReplay && !f.Fixed() {
 		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
 		if err != nil {
-			apierr.Write(w, clientReadError(err))
+			apierr.Write(w, apierr.BodyError(err))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -222,15 +221,6 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// transfer, not a clean end of a truncated body.
 		panic(http.ErrAbortHandler)
 	}
-}
-
-func clientReadError(err error) error {
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return apierr.Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
-			fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", tooBig.Limit))
-	}
-	return apierr.Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
 }
 
 func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {

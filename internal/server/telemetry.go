@@ -2,9 +2,7 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -44,7 +42,7 @@ func (t *Telemetry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (t *Telemetry) serve(w http.ResponseWriter, r *http.Request) error {
-	body, err := ReadBody(w, r, t.MaxBodyBytes)
+	body, err := apierr.ReadBody(w, r, t.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -71,48 +69,13 @@ func (t *Telemetry) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	h := w.Header()
-	for k, vs := range reply.Header {
-		if isHopHeader(k) {
-			continue
-		}
-		h[k] = vs
-	}
-	h.Del("Content-Length")
 	if len(overwritten) > 0 {
 		// The Fleet API's answer is relayed untouched; the note rides in a header.
-		h.Add("Warning", fmt.Sprintf(`299 tesla-proxy "config.%s was overwritten: the proxy sets iss and aud when it signs"`,
+		w.Header().Add("Warning", fmt.Sprintf(`299 tesla-proxy "config.%s was overwritten: the proxy sets iss and aud when it signs"`,
 			strings.Join(overwritten, " and config.")))
 	}
-	w.WriteHeader(reply.Status)
-	_, _ = w.Write(reply.Body)
+	reply.Write(w)
 	return nil
-}
-
-// ReadBody reads a request body the proxy must look at, bounded by limit (413 above it).
-func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, apierr.Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", limit))
-		}
-		return nil, apierr.Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
-	}
-	return body, nil
-}
-
-// isHopHeader reports whether a response header belongs to one connection only (RFC 9110 §7.6.1).
-func isHopHeader(k string) bool {
-	switch http.CanonicalHeaderKey(k) {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
-		return true
-	}
-	return false
 }
 
 var _ http.Handler = (*Telemetry)(nil)

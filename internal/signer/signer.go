@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -134,7 +133,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		w.Header().Set("Allow", http.MethodPost)
 		return apierr.New(http.StatusMethodNotAllowed, "method_not_allowed", "Vehicle commands must be sent with POST.")
 	}
-	body, err := readBody(w, r, s.maxBody)
+	body, err := apierr.ReadBody(w, r, s.maxBody)
 	if err != nil {
 		return err
 	}
@@ -226,7 +225,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	case ue != nil && ue.reply != nil && ue.reply.Status < 500:
 		// The Fleet API refused the call (asleep 408, rate limit 429 with Retry-After, token
 		// or scope problems): relay its answer as it came.
-		writeReply(w, ue.reply)
+		ue.reply.Write(w)
 		return nil
 	default:
 		return answer(ctx, err)
@@ -313,33 +312,6 @@ func (s *Signer) forwardREST(w http.ResponseWriter, r *http.Request, path string
 		out.Body = http.NoBody
 	}
 	s.fwd.ServeHTTP(w, out)
-}
-
-// writeReply relays a Fleet API answer (status, headers such as Retry-After, body) unchanged.
-func writeReply(w http.ResponseWriter, reply *forward.Reply) {
-	h := w.Header()
-	for k, vs := range reply.Header {
-		switch http.CanonicalHeaderKey(k) {
-		case "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Te", "Trailer", "Upgrade", "Proxy-Connection":
-			continue
-		}
-		h[k] = vs
-	}
-	w.WriteHeader(reply.Status)
-	_, _ = w.Write(reply.Body)
-}
-
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, apierr.Wrap(err, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("The request body is larger than the proxy's limit of %d bytes.", limit))
-		}
-		return nil, apierr.Wrap(err, http.StatusBadRequest, "body_unreadable", "The request body could not be read to the end; send it again.")
-	}
-	return body, nil
 }
 
 var _ http.Handler = (*Signer)(nil)
