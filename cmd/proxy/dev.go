@@ -3,20 +3,14 @@ package main
 import (
 	"context"
 	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/config"
+	"github.com/teslaproxy/proxy/internal/certgen"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/server"
 )
@@ -57,11 +52,11 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 		return cfg, nil, fmt.Errorf("dev mode: %w", err)
 	}
 	path := func(name string) string { return filepath.Join(dir, name) }
-	caCert, caKey, err := devCA(path(devCAFile), path(devCAKeyFile))
+	ca, err := devCA(path(devCAFile), path(devCAKeyFile))
 	if err != nil {
 		return cfg, nil, fmt.Errorf("dev mode: local CA: %w", err)
 	}
-	if err := devLeaf(path(devCertFile), path(devTLSKeyFile), caCert, caKey); err != nil {
+	if err := devLeaf(path(devCertFile), path(devTLSKeyFile), ca); err != nil {
 		return cfg, nil, fmt.Errorf("dev mode: TLS certificate: %w", err)
 	}
 	if _, err := os.Stat(path(devCommandKey)); errors.Is(err, fs.ErrNotExist) {
@@ -194,108 +189,33 @@ func shellQuote(s string) string {
 }
 
 // devCA loads the dev CA, creating it on first use.
-func devCA(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	if cert, key, err := loadCA(certFile, keyFile); err == nil {
-		return cert, key, nil
+func devCA(certFile, keyFile string) (*certgen.CA, error) {
+	if ca, err := certgen.LoadCA(certFile, keyFile); err == nil {
+		return ca, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := certgen.NewCA("tesla-proxy dev CA", 10*365*24*time.Hour)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "tesla-proxy dev CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
+	if err := os.WriteFile(keyFile, ca.KeyPEM(), 0o600); err != nil {
+		return nil, err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := writePEM(keyFile, "EC PRIVATE KEY", mustMarshalEC(key), 0o600); err != nil {
-		return nil, nil, err
-	}
-	if err := writePEM(certFile, "CERTIFICATE", der, 0o644); err != nil {
-		return nil, nil, err
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key, nil
-}
-
-func loadCA(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	cb, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	kb, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	cblock, _ := pem.Decode(cb)
-	kblock, _ := pem.Decode(kb)
-	if cblock == nil || kblock == nil {
-		return nil, nil, errors.New("not PEM")
-	}
-	cert, err := x509.ParseCertificate(cblock.Bytes)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := x509.ParseECPrivateKey(kblock.Bytes)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cert, key, nil
+	return ca, os.WriteFile(certFile, ca.CertPEM(), 0o644)
 }
 
 // devLeaf makes the TLS certificate for localhost, 127.0.0.1 and ::1, signed by the dev CA,
-// unless a valid one for at least another week is already there.
-func devLeaf(certFile, keyFile string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+// unless one valid for at least another week is already there.
+func devLeaf(certFile, keyFile string, ca *certgen.CA) error {
 	if c, err := server.LoadKeyPair(certFile, keyFile); err == nil && c.Leaf != nil &&
-		time.Until(c.Leaf.NotAfter) > 7*24*time.Hour && c.Leaf.CheckSignatureFrom(ca) == nil {
+		time.Until(c.Leaf.NotAfter) > 7*24*time.Hour && c.Leaf.CheckSignatureFrom(ca.Cert) == nil {
 		return nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, err := ca.Issue(397 * 24 * time.Hour)
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(0, 0, 397),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
+	if err := os.WriteFile(keyFile, leaf.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := writePEM(keyFile, "EC PRIVATE KEY", mustMarshalEC(key), 0o600); err != nil {
-		return err
-	}
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})...)
-	return os.WriteFile(certFile, chain, 0o644)
-}
-
-func writePEM(path, typ string, der []byte, perm os.FileMode) error {
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), perm)
-}
-
-func mustMarshalEC(key *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		panic(err) // a P-256 key we just generated always marshals
-	}
-	return der
-}
-
-func randomSerial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n
+	return os.WriteFile(certFile, leaf.CertPEM, 0o644)
 }
