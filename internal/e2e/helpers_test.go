@@ -35,16 +35,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// withoutLeaks runs f as a subtest, so that everything f started is closed by its cleanups when
-// f returns, and then checks that no goroutine started meanwhile is still running.
-func withoutLeaks(t *testing.T, name string, f func(t *testing.T)) {
-	t.Helper()
-	before := goleak.IgnoreCurrent()
-	if !t.Run(name, f) {
-		return
-	}
-	goleak.VerifyNone(t, before)
-}
+// withoutLeaks is testenv.WithoutLeaks.
+var withoutLeaks = testenv.WithoutLeaks
 
 // fleetHosts are the Fleet API hosts the proxy may ever dial or name as upstream.
 var fleetHosts = []string{forward.HostNA, forward.HostEU, forward.HostCN}

@@ -54,12 +54,7 @@ func (s *Server) handleSignedCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	f := s.Fault(v.vin)
 	switch {
-	case f.Asleep:
-		s.countInjected("asleep")
-		writeFleetError(w, http.StatusRequestTimeout, textAsleep, "", nil)
-		return
-	case v.Asleep():
-		writeFleetError(w, http.StatusRequestTimeout, textAsleep, "", nil)
+	case s.refuseAsleep(w, v, f):
 		return
 	case f.Legacy:
 		s.countInjected("legacy")
@@ -152,6 +147,19 @@ var serverSideCommands = map[string]bool{
 	"set_managed_scheduled_charging_time": true,
 }
 
+// refuseAsleep answers 408, as the Fleet API does, when the vehicle is asleep (for good, by
+// fault, or until woken) and reports whether it did.
+func (s *Server) refuseAsleep(w http.ResponseWriter, v *Vehicle, f Fault) bool {
+	if !f.Asleep && !v.Asleep() {
+		return false
+	}
+	if f.Asleep {
+		s.countInjected("asleep")
+	}
+	writeFleetError(w, http.StatusRequestTimeout, textAsleep, "", nil)
+	return true
+}
+
 // handleRESTCommand is POST /api/1/vehicles/{vin}/command/{name}.
 func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request) {
 	v := s.vehicleOrNotFound(w, r)
@@ -170,12 +178,7 @@ func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	f := s.Fault(v.vin)
 	switch {
-	case f.Asleep:
-		s.countInjected("asleep")
-		writeFleetError(w, http.StatusRequestTimeout, textAsleep, "", nil)
-		return
-	case v.Asleep():
-		writeFleetError(w, http.StatusRequestTimeout, textAsleep, "", nil)
+	case s.refuseAsleep(w, v, f):
 		return
 	case !f.Legacy && !serverSideCommands[name]:
 		writeFleetError(w, http.StatusForbidden, textVCPRequired, "", nil)

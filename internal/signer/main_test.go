@@ -22,16 +22,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// withoutLeaks runs f as a subtest, so the Env it starts is closed (its t.Cleanup runs) when f
-// returns, and then checks that no goroutine started meanwhile is still running.
-func withoutLeaks(t *testing.T, name string, f func(t *testing.T)) {
-	t.Helper()
-	before := goleak.IgnoreCurrent()
-	if !t.Run(name, f) {
-		return
-	}
-	goleak.VerifyNone(t, before)
-}
+// withoutLeaks is testenv.WithoutLeaks.
+var withoutLeaks = testenv.WithoutLeaks
 
 // answer is a proxy answer read in full, for use from any goroutine.
 type answer struct {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -246,4 +247,15 @@ func StartTLS(t testing.TB, h http.Handler, names ...string) (*httptest.Server, 
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return ts, pool
+}
+
+// WithoutLeaks runs f as a subtest, so everything f started is closed by its cleanups when f
+// returns, and then fails t if a goroutine started meanwhile is still running.
+func WithoutLeaks(t *testing.T, name string, f func(t *testing.T)) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	if !t.Run(name, f) {
+		return
+	}
+	goleak.VerifyNone(t, before)
 }
