@@ -67,7 +67,7 @@ func (w *wiretap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		select {
 		case <-h.open:
 		case <-r.Context().Done():
-			return
+			panic(http.ErrAbortHandler) // no answer to a caller that hung up
 		}
 	}
 	body, _ := io.ReadAll(r.Body)
