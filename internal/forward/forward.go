@@ -100,9 +100,14 @@ func New(o Options) (*Forwarder, error) {
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:   f.rewrite,
 		Transport: roundTripperFunc(f.roundTrip),
-		// Flush as soon as the upstream writes: answers are small JSON or long streams, and a
-		// proxy must not sit on either.
-		FlushInterval: -1,
+		// An answer of unknown length (a stream) or an event stream is flushed as the upstream
+		// writes it; ReverseProxy does that whatever this is set to. An answer of known length
+		// (every Fleet API JSON answer) goes out in one write when it is complete, or after at
+		// most this long if the upstream is slow with it, so a client still sees the headers and
+		// what has come of the body. -1 here would flush the headers on their own, through a
+		// timer goroutine, before the body: a second TLS record and write per answer (measured
+		// at 0.88× the reference's CPU per request with -1, 0.79× without, bench/ pass row).
+		FlushInterval: 100 * time.Millisecond,
 		ErrorHandler:  f.errorHandler,
 		BufferPool:    bufferPool{},
 		ErrorLog:      zap.NewStdLog(f.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
