@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -102,11 +103,7 @@ func realMain(ctx context.Context) error {
 			}
 		case r == "":
 		default:
-			ok := false
-			for _, a := range allRows {
-				ok = ok || a == r
-			}
-			if !ok {
+			if !slices.Contains(allRows, r) {
 				return fmt.Errorf("-rows: unknown row %q (want %s or all)", r, strings.Join(allRows, ", "))
 			}
 			o.rows[r] = true

@@ -2,11 +2,7 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/teslaproxy/proxy/internal/certgen"
 )
 
 // The golden vector of fleet-api.md §2 lives with internal/jws; these tests reuse its files.
@@ -39,19 +37,7 @@ func testJWS(args []string, stdin string) (code int, stdout, stderr string) {
 // otherKeyFile writes a fresh P-256 private key (SEC1 PEM) and returns its path.
 func otherKeyFile(t *testing.T) string {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "other.key")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeFile(t, filepath.Join(t.TempDir(), "other.key"), certgen.KeyPEM(newECKey(t, elliptic.P256())), 0o600)
 }
 
 func TestJWSSignGolden(t *testing.T) {

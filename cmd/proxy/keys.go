@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -15,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/internal/app"
+	"github.com/teslaproxy/proxy/internal/certgen"
 )
 
 // runKeygen implements "proxy keygen -out FILE": a new P-256 command-signing key written with
@@ -42,11 +40,7 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 
 // writeNewKey creates a P-256 key in a new file and returns the PEM of its public key.
 func writeNewKey(path string) ([]byte, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalECPrivateKey(priv)
+	priv, err := certgen.NewKey()
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +51,7 @@ func writeNewKey(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := pem.Encode(f, &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}); err != nil {
+	if _, err := f.Write(certgen.KeyPEM(priv)); err != nil {
 		_ = f.Close()
 		return nil, err
 	}

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -159,20 +156,11 @@ func TestDevModeAsAUserRunsIt(t *testing.T) {
 // clientCert issues a client certificate from ca.
 func (ca *testCA) clientCert(t *testing.T) tls.Certificate {
 	t.Helper()
-	key := newECKey(t, ca.key.Curve)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7),
-		Subject:      pkix.Name{CommonName: "app"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	leaf, err := ca.Issue(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return leaf.TLS
 }
 
 func TestMutualTLS(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +38,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 			return err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	// Runtime validates cfg and parses its settings once.
+	rt, err := cfg.Runtime()
+	if err != nil {
 		return invalidConfig(err)
 	}
 
@@ -69,10 +70,6 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 	}
 
-	rt, err := cfg.Runtime()
-	if err != nil {
-		return invalidConfig(err)
-	}
 	upstream := rt.Upstream
 	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA})
 	if err != nil {
@@ -239,18 +236,15 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 
 // listen opens the listener: TCP on host:port, or a unix socket for a "unix:PATH" host.
 func listen(cfg config.Config) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(cfg.Host, "unix:"); ok {
-		_ = os.Remove(path)
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("listen on unix socket %s: %w", path, err)
-		}
-		return ln, nil
+	network, addr := cfg.ListenNetwork(), cfg.ListenAddr()
+	what := addr
+	if network == "unix" {
+		_ = os.Remove(addr)
+		what = "unix socket " + addr
 	}
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen(network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on %s: %w", what, err)
 	}
 	return ln, nil
 }

@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teslaproxy/proxy/internal/certgen"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/testenv"
 )
@@ -85,7 +86,7 @@ func childEnv(extra ...string) []string {
 // proc is a proxy process started by a test.
 type proc struct {
 	cmd    *exec.Cmd
-	stdout *syncBuffer
+	stdout *testenv.SyncBuffer
 	listen chan string   // the URL of the "listening on" log line, once
 	exited chan struct{} // closed when the process has exited and its stderr is read
 
@@ -94,31 +95,13 @@ type proc struct {
 	code  int      // exit code once exited (-1 when killed by a signal)
 }
 
-// syncBuffer is a bytes.Buffer safe for the exec package's copying goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startProc starts the proxy with args and env ("K=V"); it is killed when the test ends if it
 // is still running.
 func startProc(t *testing.T, args []string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(proxyExe(t), args...)
 	cmd.Env = childEnv(env...)
-	p := &proc{cmd: cmd, stdout: &syncBuffer{}, listen: make(chan string, 1), exited: make(chan struct{})}
+	p := &proc{cmd: cmd, stdout: &testenv.SyncBuffer{}, listen: make(chan string, 1), exited: make(chan struct{})}
 	cmd.Stdout = p.stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -250,6 +233,16 @@ func (p *proc) logs() []logLine {
 	return out
 }
 
+// logged reports whether a JSON log line so far has level and a message containing msg.
+func (p *proc) logged(level, msg string) bool {
+	for _, l := range p.logs() {
+		if l.Level == level && strings.Contains(l.Msg, msg) {
+			return true
+		}
+	}
+	return false
+}
+
 // runProxy runs the proxy to completion (at most 30 s) and returns its exit code and output.
 func runProxy(t *testing.T, args []string, env ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -290,35 +283,18 @@ func problemLines(stderr string) []string {
 
 // testCA is a certificate authority made for one test.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	*certgen.CA
 	pem  []byte
 	pool *x509.CertPool
 }
 
 func newTestCA(t testing.TB) *testCA {
 	t.Helper()
-	key := newECKey(t, elliptic.P256())
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "proxy test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := certgen.NewCA("proxy test CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pem: pemBlock("CERTIFICATE", der), pool: pool}
+	return &testCA{CA: ca, pem: ca.CertPEM(), pool: ca.Pool()}
 }
 
 // leaf returns a server certificate (PEM) for localhost, 127.0.0.1 and ::1 with the given
@@ -335,7 +311,7 @@ func (ca *testCA) leaf(t testing.TB, serial int64, key *ecdsa.PrivateKey) []byte
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,16 +325,6 @@ func newECKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// sec1PEM is key as an "EC PRIVATE KEY" PEM block.
-func sec1PEM(t testing.TB, key *ecdsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemBlock("EC PRIVATE KEY", der)
 }
 
 // pkcs8PEM is key as a "PRIVATE KEY" PEM block.
@@ -414,10 +380,10 @@ type fixtureOptions struct {
 func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), ca: newTestCA(t), signingKey: newECKey(t, elliptic.P256())}
-	f.keyFile = writeFile(t, filepath.Join(f.dir, "command.key"), sec1PEM(t, f.signingKey), 0o600)
+	f.keyFile = writeFile(t, filepath.Join(f.dir, "command.key"), certgen.KeyPEM(f.signingKey), 0o600)
 	tlsKey := newECKey(t, elliptic.P256())
 	f.certFile = writeFile(t, filepath.Join(f.dir, "tls-cert.pem"), f.ca.leaf(t, 100, tlsKey), 0o644)
-	f.tlsKeyFile = writeFile(t, filepath.Join(f.dir, "tls-key.pem"), sec1PEM(t, tlsKey), 0o600)
+	f.tlsKeyFile = writeFile(t, filepath.Join(f.dir, "tls-key.pem"), certgen.KeyPEM(tlsKey), 0o600)
 
 	pub, err := f.signingKey.PublicKey.ECDH()
 	if err != nil {
@@ -639,7 +605,7 @@ func TestRefusesSigningKeyAsTLSKey(t *testing.T) {
 	// A certificate for the signing key itself, so that only the same-key check stands between
 	// this setup and a running proxy.
 	certForSigningKey := writeFile(t, filepath.Join(f.dir, "signing-cert.pem"), f.ca.leaf(t, 7, f.signingKey), 0o644)
-	copySEC1 := writeFile(t, filepath.Join(t.TempDir(), "tls.key"), sec1PEM(t, f.signingKey), 0o600)
+	copySEC1 := writeFile(t, filepath.Join(t.TempDir(), "tls.key"), certgen.KeyPEM(f.signingKey), 0o600)
 	copyPKCS8 := writeFile(t, filepath.Join(t.TempDir(), "tls-pkcs8.key"), pkcs8PEM(t, f.signingKey), 0o600)
 	for _, tc := range []struct{ name, tlsKey string }{
 		{"same file", f.keyFile},
@@ -660,8 +626,8 @@ func TestFatalStartErrors(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
 	notPEM := writeFile(t, filepath.Join(dir, "not-pem.pem"), []byte("this is not a certificate\n"), 0o644)
-	otherKey := writeFile(t, filepath.Join(dir, "other-tls.key"), sec1PEM(t, newECKey(t, elliptic.P256())), 0o600)
-	p384 := writeFile(t, filepath.Join(dir, "p384.key"), sec1PEM(t, newECKey(t, elliptic.P384())), 0o600)
+	otherKey := writeFile(t, filepath.Join(dir, "other-tls.key"), certgen.KeyPEM(newECKey(t, elliptic.P256())), 0o600)
+	p384 := writeFile(t, filepath.Join(dir, "p384.key"), certgen.KeyPEM(newECKey(t, elliptic.P384())), 0o600)
 	garbageKey := writeFile(t, filepath.Join(dir, "garbage.key"), []byte("not a key\n"), 0o600)
 	for _, tc := range []struct {
 		name string
@@ -869,7 +835,7 @@ func TestCertificateReload(t *testing.T) {
 		t.Helper()
 		k := newECKey(t, elliptic.P256())
 		writeFile(t, f.certFile, f.ca.leaf(t, serial, k), 0o644)
-		writeFile(t, f.tlsKeyFile, sec1PEM(t, k), 0o600)
+		writeFile(t, f.tlsKeyFile, certgen.KeyPEM(k), 0o600)
 		for _, path := range []string{f.certFile, f.tlsKeyFile} {
 			if err := os.Chtimes(path, mtime, mtime); err != nil {
 				t.Fatal(err)
@@ -909,13 +875,7 @@ func TestCertificateReload(t *testing.T) {
 		if got := servedSerial(t, addr, f.ca.pool); got != 300 {
 			t.Errorf("serial %d after a failed reload, want 300 still", got)
 		}
-		failed := false
-		for _, l := range p.logs() {
-			if l.Level == "error" && strings.Contains(l.Msg, "reload failed") {
-				failed = true
-			}
-		}
-		if !failed {
+		if !p.logged("error", "reload failed") {
 			t.Errorf("no error logged for the failed reload; stderr:\n%s", p.stderr())
 		}
 	})
@@ -934,13 +894,7 @@ func TestWarnsAboutReadableKey(t *testing.T) {
 	}
 	p := startProc(t, f.args())
 	p.waitListening(t)
-	warned := false
-	for _, l := range p.logs() {
-		if l.Level == "warn" && strings.Contains(l.Msg, "chmod 600") {
-			warned = true
-		}
-	}
-	if !warned {
+	if !p.logged("warn", "chmod 600") {
 		t.Errorf("no warning mentioning chmod 600; stderr:\n%s", p.stderr())
 	}
 	if code := p.stop(t); code != 0 {

@@ -6,17 +6,10 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/teslaproxy/proxy/internal/certgen"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 )
 
@@ -82,19 +76,8 @@ func (r *simRun) stop(t *testing.T) int {
 
 func writeClientKey(t *testing.T) string {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "app.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	pub := &newECKey(t, elliptic.P256()).PublicKey
+	return writeFile(t, filepath.Join(t.TempDir(), "app.pem"), pemBlock("PUBLIC KEY", mustPKIX(t, pub)), 0o600)
 }
 
 func getJSON(t *testing.T, client *http.Client, url string, v any) {
@@ -209,34 +192,12 @@ func TestSimulateUsageErrors(t *testing.T) {
 // writeSelfSigned writes a throwaway certificate for 127.0.0.1.
 func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "fleetsim test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(k)
+	cert, _, err := certgen.SelfSigned()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile = writeFile(t, filepath.Join(dir, "cert.pem"), pemBlock("CERTIFICATE", cert.Certificate[0]), 0o600)
+	keyFile = writeFile(t, filepath.Join(dir, "key.pem"), certgen.KeyPEM(cert.PrivateKey.(*ecdsa.PrivateKey)), 0o600)
 	return certFile, keyFile
 }

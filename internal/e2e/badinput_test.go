@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -254,12 +255,15 @@ func sendBadInput(t *testing.T, env *testenv.Env, client *http.Client) {
 						body = bytes.ReplaceAll(body, []byte(vinTag), []byte(vin))
 						body = bytes.ReplaceAll(body, []byte(lowerVINTag), []byte(strings.ToLower(vin)))
 					}
-					req, err := http.NewRequestWithContext(t.Context(), tc.method, env.URL+path, nil)
+					var r io.Reader
+					if body != nil {
+						r = bytes.NewReader(body)
+					}
+					req, err := http.NewRequestWithContext(t.Context(), tc.method, env.URL+path, r)
 					if err != nil {
 						t.Fatal(err)
 					}
 					if body != nil {
-						req, _ = http.NewRequestWithContext(t.Context(), tc.method, env.URL+path, bytes.NewReader(body))
 						req.Header.Set("Content-Type", "application/json")
 					}
 					switch tc.auth {

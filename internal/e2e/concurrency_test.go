@@ -13,12 +13,10 @@ import (
 	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
-// TestConcurrentTelemetryConfigs signs many telemetry configs at once through the proxy. Every
-// one must be answered 200 and every JWS must verify at the simulator.
-//
-// TestConcurrentTelemetryConfigs signs telemetry configs from several goroutines at once. Under
-// -race it found that vehicle-command's Schnorr signer shares a package-level modulus its math
-// library writes to; internal/jws now serializes the calls.
+// TestConcurrentTelemetryConfigs signs many telemetry configs at once through the proxy, from
+// several goroutines. Every one must be answered 200 and every JWS must verify at the simulator.
+// Under -race it found that vehicle-command's Schnorr signer shares a package-level modulus its
+// math library writes to; internal/jws now serializes the calls.
 func TestConcurrentTelemetryConfigs(t *testing.T) {
 	const workers, each = 8, 5
 	withoutLeaks(t, "concurrent", func(t *testing.T) {

@@ -287,13 +287,7 @@ func TestUpstreamStalledBody(t *testing.T) {
 	withoutLeaks(t, "pass-through", func(t *testing.T) {
 		const idle = 400 * time.Millisecond
 		up, pool := testenv.StartTLS(t, http.HandlerFunc(stall))
-		tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
-		tr.Proxy = nil
-		t.Cleanup(tr.CloseIdleConnections)
+		tr := testenv.UpstreamTransport(t, 5*time.Second, pool)
 		fixed, _ := url.Parse(up.URL)
 		// app.Options has no idle-timeout setting (production uses forward's 60 s default), so
 		// this one proxy is assembled from its parts.
@@ -301,13 +295,7 @@ func TestUpstreamStalledBody(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts := httptest.NewUnstartedServer(nil)
-		ts.Config = server.NewHTTPServer(server.Options{Handler: server.NewRouter(server.Deps{Forward: fwd}), UpstreamTimeout: 5 * time.Second})
-		cert, roots := testenv.Cert(t)
-		ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ts.EnableHTTP2 = true
-		ts.StartTLS()
-		t.Cleanup(ts.Close)
+		ts, roots := testenv.StartServerTLS(t, server.NewHTTPServer(server.Options{Handler: server.NewRouter(server.Deps{Forward: fwd}), UpstreamTimeout: 5 * time.Second}))
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
 		t.Cleanup(c.CloseIdleConnections)
 		start := time.Now()

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -210,34 +209,6 @@ func rawRoundTrip(t testing.TB, addr string, roots *x509.CertPool, raw string) (
 	return resp, b
 }
 
-// dialRecorder sends every upstream connection to one loopback address and records the host
-// the proxy asked for, so that region choice and 421 handling run without dialing anything real.
-type dialRecorder struct {
-	target string
-	mu     sync.Mutex
-	hosts  []string
-}
-
-// DialContext is the upstream transport's dialer.
-func (d *dialRecorder) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	d.mu.Lock()
-	d.hosts = append(d.hosts, host)
-	d.mu.Unlock()
-	var dialer net.Dialer
-	return dialer.DialContext(ctx, "tcp", d.target)
-}
-
-// Hosts returns every host dialed so far, in order.
-func (d *dialRecorder) Hosts() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.hosts...)
-}
-
 // seenRequest is one request an upstream recorder saw.
 type seenRequest struct {
 	Method, URI, Host, SNI string
@@ -311,7 +282,7 @@ type proxy struct {
 	URL         string
 	Client      *http.Client
 	App         *app.App
-	Dial        *dialRecorder
+	Dial        *testenv.DialRecorder
 	UpstreamURL string
 }
 
@@ -339,12 +310,7 @@ func startProxy(t testing.TB, o proxyOptions) *proxy {
 	if o.DeadUpstream {
 		up.Close()
 	}
-	tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.Timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.TLSClientConfig.RootCAs = upPool
-	tr.Proxy = nil
+	tr := testenv.UpstreamTransport(t, o.Timeout, upPool)
 	p := &proxy{UpstreamURL: up.URL}
 	ao := app.Options{
 		Key:              o.Key,
@@ -357,23 +323,16 @@ func startProxy(t testing.TB, o proxyOptions) *proxy {
 	if o.Fixed {
 		ao.Upstream, _ = url.Parse(up.URL)
 	} else {
-		p.Dial = &dialRecorder{target: upAddr}
+		p.Dial = &testenv.DialRecorder{Target: upAddr}
 		tr.DialContext = p.Dial.DialContext
 	}
-	t.Cleanup(tr.CloseIdleConnections)
 	a, err := app.New(ao)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
 	p.App = a
-	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = server.NewHTTPServer(server.Options{Handler: a.Handler, Logger: log, UpstreamTimeout: o.Timeout})
-	pcert, pool := testenv.Cert(t)
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{pcert}, MinVersion: tls.VersionTLS12}
-	ts.EnableHTTP2 = true
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	ts, pool := testenv.StartServerTLS(t, server.NewHTTPServer(server.Options{Handler: a.Handler, Logger: log, UpstreamTimeout: o.Timeout}))
 	p.URL = ts.URL
 	p.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	t.Cleanup(p.Client.CloseIdleConnections)
@@ -381,7 +340,7 @@ func startProxy(t testing.TB, o proxyOptions) *proxy {
 }
 
 // checkDialedOnlyTesla fails the test if the proxy dialed anything but a Fleet API host.
-func checkDialedOnlyTesla(t testing.TB, d *dialRecorder) {
+func checkDialedOnlyTesla(t testing.TB, d *testenv.DialRecorder) {
 	t.Helper()
 	for _, h := range d.Hosts() {
 		if !isTeslaHost(h) {

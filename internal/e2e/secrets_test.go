@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
@@ -23,26 +22,6 @@ import (
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Sync() error { return nil }
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // secret is a value that must appear neither in logs nor in anything a client gets back.
 type secret struct{ what, value string }
@@ -86,7 +65,7 @@ func keySecrets(t testing.TB, k *ecdsa.PrivateKey) []secret {
 // a 401, 421s) with the proxy logging at debug level, then checks that no token, key, JWS or
 // signed payload appears in the logs or in any answer the client got.
 func TestSecretsStayOut(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewDevelopmentEncoderConfig()), logs, zap.DebugLevel))
 
 	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -334,16 +333,12 @@ func TestSlowHeadersCutOff(t *testing.T) {
 	withoutLeaks(t, "slowloris", func(t *testing.T) {
 		env := testenv.Start(t, testenv.Options{Vehicles: 1})
 		const readHeaderTimeout = 300 * time.Millisecond
-		ts := httptest.NewUnstartedServer(nil)
-		ts.Config = server.NewHTTPServer(server.Options{Handler: env.App.Handler, UpstreamTimeout: 5 * time.Second})
-		if ts.Config.ReadHeaderTimeout != 10*time.Second {
-			t.Errorf("production ReadHeaderTimeout %v, want 10s", ts.Config.ReadHeaderTimeout)
+		srv := server.NewHTTPServer(server.Options{Handler: env.App.Handler, UpstreamTimeout: 5 * time.Second})
+		if srv.ReadHeaderTimeout != 10*time.Second {
+			t.Errorf("production ReadHeaderTimeout %v, want 10s", srv.ReadHeaderTimeout)
 		}
-		ts.Config.ReadHeaderTimeout = readHeaderTimeout
-		cert, roots := testenv.Cert(t)
-		ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ts.StartTLS()
-		t.Cleanup(ts.Close)
+		srv.ReadHeaderTimeout = readHeaderTimeout
+		ts, roots := testenv.StartServerTLS(t, srv)
 
 		raw := rawRequest("GET", "/api/1/vehicles/"+env.VINs[0]+"/vehicle_data", "Host: localhost", "Authorization: Bearer "+env.Token)
 		before := env.Sim.Stats().Upstream

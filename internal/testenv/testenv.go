@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,10 +15,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,13 +112,7 @@ func Start(t testing.TB, o Options) *Env {
 	simTS, simPool := StartTLS(t, sim)
 	up, _ := url.Parse(simTS.URL)
 
-	tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.Timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.TLSClientConfig.RootCAs = simPool
-	tr.Proxy = nil
-	t.Cleanup(tr.CloseIdleConnections)
+	tr := UpstreamTransport(t, o.Timeout, simPool)
 	ao := app.Options{
 		Key:          o.Key,
 		Upstream:     up,
@@ -135,13 +132,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
-	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = server.NewHTTPServer(server.Options{Handler: a.Handler, Logger: log, UpstreamTimeout: o.Timeout})
-	cert, pool := Cert(t)
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	ts.EnableHTTP2 = true
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	ts, pool := StartServerTLS(t, server.NewHTTPServer(server.Options{Handler: a.Handler, Logger: log, UpstreamTimeout: o.Timeout}))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
 	t.Cleanup(client.CloseIdleConnections)
 	return &Env{
@@ -240,13 +231,90 @@ func Cert(t testing.TB, names ...string) (tls.Certificate, *x509.CertPool) {
 // StartTLS serves h on a loopback TLS server with a certificate from Cert.
 func StartTLS(t testing.TB, h http.Handler, names ...string) (*httptest.Server, *x509.CertPool) {
 	t.Helper()
+	return StartServerTLS(t, &http.Server{Handler: h}, names...)
+}
+
+// StartServerTLS serves srv (such as one from server.NewHTTPServer, with its timeouts) on a
+// loopback TLS server with a certificate from Cert, HTTP/2 enabled, until the test ends.
+func StartServerTLS(t testing.TB, srv *http.Server, names ...string) (*httptest.Server, *x509.CertPool) {
+	t.Helper()
 	cert, pool := Cert(t, names...)
-	ts := httptest.NewUnstartedServer(h)
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = srv
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return ts, pool
+}
+
+// UpstreamTransport returns the proxy's upstream transport (forward.NewTransport) with timeout
+// as its response-header deadline, trusting roots only and never using an outbound proxy. Its
+// idle connections are closed when the test ends.
+func UpstreamTransport(t testing.TB, timeout time.Duration, roots *x509.CertPool) *http.Transport {
+	t.Helper()
+	tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.TLSClientConfig.RootCAs = roots
+	tr.Proxy = nil
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// DialRecorder sends every connection to Target (a loopback host:port) and records the host
+// each dial asked for, so that upstream choice is tested without dialing anything real. Set a
+// transport's DialContext to its DialContext.
+type DialRecorder struct {
+	Target string
+
+	mu    sync.Mutex
+	hosts []string
+}
+
+// DialContext records the host of addr and dials Target instead.
+func (d *DialRecorder) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	d.mu.Lock()
+	d.hosts = append(d.hosts, host)
+	d.mu.Unlock()
+	var dialer net.Dialer
+	return dialer.DialContext(ctx, "tcp", d.Target)
+}
+
+// Hosts returns every host dialed so far, in order.
+func (d *DialRecorder) Hosts() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.hosts...)
+}
+
+// SyncBuffer is a bytes.Buffer that a logger or a child process's output copier may write to
+// while the test reads it. It is a zapcore.WriteSyncer.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// Sync does nothing: the bytes are already in memory.
+func (s *SyncBuffer) Sync() error { return nil }
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // WithoutLeaks runs f as a subtest, so everything f started is closed by its cleanups when f
