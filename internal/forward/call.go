@@ -92,24 +92,16 @@ func (f *Forwarder) Call(ctx context.Context, method, path string, body []byte, 
 	req.Header.Set("Authorization", "Bearer "+tok.Raw)
 	resp, err := f.roundTrip(req)
 	if err != nil {
-		return nil, &CallError{MayHaveArrived: !dialFailed(err), err: asAPIError(classify(ctx, err))}
+		return nil, &CallError{MayHaveArrived: !dialFailed(err), err: classify(ctx, err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, f.maxResponse+1))
 	if err != nil {
-		return nil, &CallError{MayHaveArrived: true, err: asAPIError(classify(ctx, err))}
+		return nil, &CallError{MayHaveArrived: true, err: classify(ctx, err)}
 	}
 	if int64(len(data)) > f.maxResponse {
 		return nil, &CallError{MayHaveArrived: true, err: apierr.New(http.StatusBadGateway, "upstream_answer_too_large",
 			fmt.Sprintf("The Fleet API's answer was larger than the proxy's limit of %d bytes; the request may have been carried out.", f.maxResponse))}
 	}
 	return &Reply{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
-}
-
-func asAPIError(err error) *apierr.Error {
-	var ae *apierr.Error
-	if errors.As(err, &ae) {
-		return ae
-	}
-	return apierr.From(err)
 }

@@ -187,7 +187,8 @@ func TokenFrom(ctx context.Context) *Token {
 }
 
 // ServeHTTP passes a request through to the Fleet API unchanged and streams the answer back.
-// The request's context must carry a token (see RequireToken).
+// A token in the request's context (see SetToken) is used as it is; without one, the
+// Authorization header is parsed here.
 func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok := TokenFrom(r.Context())
 	if tok == nil {
@@ -199,7 +200,9 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(WithToken(r.Context(), tok))
 	}
 	// Keep small bodies so a 421 can be answered by sending the same bytes to the right host.
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= f.maxReplay && !f.Fixed() {
+	// A request that already has GetBody (a REST command the signer forwards) can be sent again
+	// as it is.
+	if r.GetBody == nil && r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= f.maxReplay && !f.Fixed() {
 		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
 		if err != nil {
 			apierr.Write(w, apierr.BodyError(err))
@@ -230,11 +233,10 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	tok := TokenFrom(pr.In.Context())
-	pr.SetURL(f.Target(tok))
 	// SetURL joins the target's empty path with the escaped incoming path, so the path arrives
-	// exactly as the client wrote it, and sets Host to the Fleet API host whatever the client's
-	// Host header said.
-	pr.Out.Host = ""
+	// exactly as the client wrote it, and clears Out.Host, so Host is the Fleet API host whatever
+	// the client's Host header said.
+	pr.SetURL(f.Target(tok))
 	// ReverseProxy drops query parameters that contain ';' (a guard for servers that split on it)
 	// before Rewrite runs. The Fleet API needs them verbatim: vehicle_data's
 	// endpoints=location_data;charge_state is the common case. Restore the raw query.
@@ -263,7 +265,7 @@ func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 
 // classify maps an upstream failure to the status the client gets: the client gone → 499, a
 // timeout → 504, anything else → 502.
-func classify(ctx context.Context, err error) error {
+func classify(ctx context.Context, err error) *apierr.Error {
 	var ae *apierr.Error
 	if errors.As(err, &ae) {
 		return ae

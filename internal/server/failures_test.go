@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
 type statusLog struct {
@@ -53,7 +55,7 @@ func TestUpstreamUnreachableIs502(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	env := startProxy(t, envOptions{fixed: &url.URL{Scheme: "https", Host: addr}})
-	resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", jwt(t, map[string]any{"sub": "s"}))
+	resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", testenv.Token(t, map[string]any{"sub": "s"}))
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
@@ -64,7 +66,7 @@ func TestUpstreamUnreachableIs502(t *testing.T) {
 
 func TestUpstreamSlowHeadersIs504(t *testing.T) {
 	release := make(chan struct{})
-	upstream, pool := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream, pool := testenv.StartTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -77,7 +79,7 @@ func TestUpstreamSlowHeadersIs504(t *testing.T) {
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool, timeout: 200 * time.Millisecond})
 	start := time.Now()
-	resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", jwt(t, map[string]any{"sub": "s"}))
+	resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", testenv.Token(t, map[string]any{"sub": "s"}))
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
 	}
@@ -91,7 +93,7 @@ func TestUpstreamSlowHeadersIs504(t *testing.T) {
 
 func TestStalledBodyIsCutOff(t *testing.T) {
 	release := make(chan struct{})
-	upstream, pool := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream, pool := testenv.StartTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		_, _ = w.Write([]byte(`{"partial":`))
 		w.(http.Flusher).Flush()
@@ -104,7 +106,7 @@ func TestStalledBodyIsCutOff(t *testing.T) {
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool, idle: 300 * time.Millisecond})
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/api/1/vehicles", nil)
-	req.Header.Set("Authorization", "Bearer "+jwt(t, map[string]any{"sub": "s"}))
+	req.Header.Set("Authorization", "Bearer "+testenv.Token(t, map[string]any{"sub": "s"}))
 	resp, err := env.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestStalledBodyIsCutOff(t *testing.T) {
 
 func TestClientGoneIs499AndStopsUpstream(t *testing.T) {
 	upstreamDone := make(chan error, 1)
-	upstream, pool := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream, pool := testenv.StartTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			upstreamDone <- r.Context().Err()
@@ -142,7 +144,7 @@ func TestClientGoneIs499AndStopsUpstream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", env.URL+"/api/1/vehicles", nil)
-	req.Header.Set("Authorization", "Bearer "+jwt(t, map[string]any{"sub": "s"}))
+	req.Header.Set("Authorization", "Bearer "+testenv.Token(t, map[string]any{"sub": "s"}))
 	if resp, err := env.Client.Do(req); err == nil {
 		resp.Body.Close()
 		t.Fatal("request succeeded")
@@ -163,10 +165,10 @@ func TestClientGoneIs499AndStopsUpstream(t *testing.T) {
 func TestFixedUpstream421PassesBack(t *testing.T) {
 	up := &recordingUpstream{}
 	up.set(cannedReply{Status: 421, Header: http.Header{"Alt-Svc": {"h2=https://" + "fleet-api.prd.eu.vn.cloud.tesla.com"}}, Body: []byte(`{"error":"use base URL: https://fleet-api.prd.eu.vn.cloud.tesla.com"}`)})
-	upstream, pool := startTLS(t, up)
+	upstream, pool := testenv.StartTLS(t, up)
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool})
-	resp, _ := doGet(t, env, t.Context(), "/api/1/vehicles", jwt(t, map[string]any{"sub": "s"}))
+	resp, _ := doGet(t, env, t.Context(), "/api/1/vehicles", testenv.Token(t, map[string]any{"sub": "s"}))
 	if _, calls := up.got(); resp.StatusCode != 421 || calls != 1 {
 		t.Fatalf("status %d after %d calls, want the 421 after 1", resp.StatusCode, calls)
 	}

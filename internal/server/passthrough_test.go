@@ -1,10 +1,9 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
 // recordingUpstream remembers the last request it got, byte for byte, and answers with whatever
@@ -75,10 +76,10 @@ const testVIN = "5YJ30123456789ABC"
 // what was sent.
 func TestPassThroughIsByteExact(t *testing.T) {
 	up := &recordingUpstream{}
-	upstream, pool := startTLS(t, up)
+	upstream, pool := testenv.StartTLS(t, up)
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool})
-	token := jwt(t, map[string]any{"sub": "user-1", "aud": []any{"https://fleet-api.prd.na.vn.cloud.tesla.com"}})
+	token := testenv.Token(t, map[string]any{"sub": "user-1", "aud": []any{"https://fleet-api.prd.na.vn.cloud.tesla.com"}})
 
 	routes := []struct {
 		name, method, target string
@@ -186,11 +187,11 @@ func TestPassThroughIsByteExact(t *testing.T) {
 func TestPassThroughDropsHopByHopHeaders(t *testing.T) {
 	up := &recordingUpstream{}
 	up.set(cannedReply{Status: 200, Header: http.Header{"Keep-Alive": {"timeout=5"}, "X-Kept": {"1"}}, Body: []byte("{}")})
-	upstream, pool := startTLS(t, up)
+	upstream, pool := testenv.StartTLS(t, up)
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool})
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/api/1/vehicles", nil)
-	req.Header.Set("Authorization", "Bearer "+jwt(t, map[string]any{"sub": "s"}))
+	req.Header.Set("Authorization", "Bearer "+testenv.Token(t, map[string]any{"sub": "s"}))
 	req.Header.Set("Connection", "X-Secret-Hop")
 	req.Header.Set("X-Secret-Hop", "must not pass")
 	req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
@@ -217,7 +218,7 @@ func TestPassThroughDropsHopByHopHeaders(t *testing.T) {
 // TestTokenRequired checks the 401 answers, and that nothing goes upstream without a token.
 func TestTokenRequired(t *testing.T) {
 	up := &recordingUpstream{}
-	upstream, pool := startTLS(t, up)
+	upstream, pool := testenv.StartTLS(t, up)
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool})
 	for _, tc := range []struct{ name, auth, word string }{
@@ -231,19 +232,10 @@ func TestTokenRequired(t *testing.T) {
 			if tc.auth != "" {
 				req.Header.Set("Authorization", tc.auth)
 			}
-			resp, err := env.Client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var body struct {
-				Response         any    `json:"response"`
-				Error            string `json:"error"`
-				ErrorDescription string `json:"error_description"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != 401 || body.Error != tc.word || body.ErrorDescription == "" || body.Response != nil {
-				t.Errorf("got %d %+v (%v), want 401 %s with a description", resp.StatusCode, body, err, tc.word)
+			resp, body := env.do(t, req)
+			// decodeErr checks that the body is JSON with a description and no response.
+			if word, _ := decodeErr(t, body); resp.StatusCode != 401 || word != tc.word {
+				t.Errorf("got %d %s, want 401 %s with a description", resp.StatusCode, body, tc.word)
 			}
 			if _, calls := up.got(); calls != 0 {
 				t.Errorf("upstream called %d times without a usable token", calls)
@@ -254,12 +246,8 @@ func TestTokenRequired(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	env := startProxy(t, envOptions{fixed: &url.URL{Scheme: "https", Host: "127.0.0.1:1"}})
-	resp, err := env.Client.Get(env.URL + "/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/health", nil)
+	resp, b := env.do(t, req)
 	if resp.StatusCode != 200 || string(b) != "OK" {
 		t.Fatalf("GET /health = %d %q", resp.StatusCode, b)
 	}
@@ -269,11 +257,5 @@ func doGet(t *testing.T, env *proxyEnv, ctx context.Context, path, token string)
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, "GET", env.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := env.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, b
+	return env.do(t, req)
 }

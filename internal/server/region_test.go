@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
 var fleetNames = []string{forward.HostNA, forward.HostEU, forward.HostCN}
@@ -44,11 +45,11 @@ func (u *regionUpstream) calls() []seenRequest {
 	return append([]seenRequest(nil), u.seen...)
 }
 
-func startRegionEnv(t *testing.T, byHost map[string]func(http.ResponseWriter, *http.Request)) (*proxyEnv, *regionUpstream, *dialRecorder) {
+func startRegionEnv(t *testing.T, byHost map[string]func(http.ResponseWriter, *http.Request)) (*proxyEnv, *regionUpstream, *testenv.DialRecorder) {
 	t.Helper()
 	up := &regionUpstream{byHost: byHost}
-	ts, pool := startTLS(t, up, fleetNames...)
-	dial := &dialRecorder{target: ts.Listener.Addr().String()}
+	ts, pool := testenv.StartTLS(t, up, fleetNames...)
+	dial := &testenv.DialRecorder{Target: ts.Listener.Addr().String()}
 	env := startProxy(t, envOptions{pool: pool, dial: dial})
 	return env, up, dial
 }
@@ -68,7 +69,7 @@ func TestRegionFromToken(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(up.calls())
-			resp, _ := doGet(t, env, t.Context(), "/api/1/vehicles", jwt(t, tc.claims))
+			resp, _ := doGet(t, env, t.Context(), "/api/1/vehicles", testenv.Token(t, tc.claims))
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
@@ -91,7 +92,7 @@ func TestHostileHostHeaderDoesNotMoveUpstream(t *testing.T) {
 	env, up, dial := startRegionEnv(t, nil)
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/api/1/vehicles", nil)
 	req.Host = "evil.example.com"
-	req.Header.Set("Authorization", "Bearer "+jwt(t, map[string]any{"sub": "s"}))
+	req.Header.Set("Authorization", "Bearer "+testenv.Token(t, map[string]any{"sub": "s"}))
 	resp, err := env.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -126,17 +127,11 @@ func Test421ResendsToTheNamedRegionOnce(t *testing.T) {
 			env, up, dial := startRegionEnv(t, map[string]func(http.ResponseWriter, *http.Request){
 				forward.HostNA: misdirect(forward.HostEU, altSvc),
 			})
-			token := jwt(t, map[string]any{"sub": "user-eu", "aud": []any{"https://fleet-api.prd.na.vn.cloud.tesla.com"}})
+			token := testenv.Token(t, map[string]any{"sub": "user-eu", "aud": []any{"https://fleet-api.prd.na.vn.cloud.tesla.com"}})
 			post := func() (*http.Response, []byte) {
 				req, _ := http.NewRequestWithContext(t.Context(), "POST", env.URL+"/api/1/vehicles/fleet_status", strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+token)
-				resp, err := env.Client.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				return resp, b
+				return env.do(t, req)
 			}
 			resp, got := post()
 			if resp.StatusCode != 200 || !bytes.Contains(got, []byte(forward.HostEU)) {
@@ -187,7 +182,7 @@ func Test421NeverLoopsOrLeavesTesla(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			env, up, dial := startRegionEnv(t, tc.byHost)
-			resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", jwt(t, map[string]any{"sub": "s"}))
+			resp, body := doGet(t, env, t.Context(), "/api/1/vehicles", testenv.Token(t, map[string]any{"sub": "s"}))
 			if resp.StatusCode != 421 {
 				t.Errorf("status %d, want the 421 passed back", resp.StatusCode)
 			}

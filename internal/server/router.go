@@ -176,7 +176,7 @@ func refuseOdd(next http.Handler) http.Handler {
 				"CONNECT is not supported: this is a Fleet API proxy, not a tunnel."))
 			return
 		}
-		if hasDotSegment(r.URL.EscapedPath()) || !strings.HasPrefix(r.URL.EscapedPath(), "/") {
+		if p := r.URL.EscapedPath(); hasDotSegment(p) || !strings.HasPrefix(p, "/") {
 			setRoute(r, RouteRejected)
 			apierr.Write(w, apierr.New(http.StatusBadRequest, "invalid_path",
 				"The path must be absolute and must not contain '.' or '..' segments; send the resolved path."))
@@ -189,9 +189,13 @@ func refuseOdd(next http.Handler) http.Handler {
 // hasDotSegment reports whether an escaped path has a "." or ".." segment, written plainly or
 // percent-encoded.
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
-		s := strings.ToLower(seg)
-		s = strings.ReplaceAll(s, "%2e", ".")
+	for seg := range strings.SplitSeq(p, "/") {
+		// Every request passes here: skip the long segments (a VIN, a word) before copying one
+		// to lower case.
+		if len(seg) > len("%2e%2e") {
+			continue
+		}
+		s := strings.ReplaceAll(strings.ToLower(seg), "%2e", ".")
 		if s == "." || s == ".." {
 			return true
 		}

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"crypto/sha256"
@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
 // patternReader yields n bytes of a repeating pattern without holding them in memory.
@@ -101,7 +103,7 @@ func streamSize() int64 {
 func TestStreamsLargeBodiesBothWays(t *testing.T) {
 	size := streamSize()
 	var uploaded atomic.Int64
-	upstream, pool := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream, pool := testenv.StartTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut {
 			h := sha256.New()
 			n, err := io.Copy(h, r.Body)
@@ -118,7 +120,7 @@ func TestStreamsLargeBodiesBothWays(t *testing.T) {
 	}))
 	fixed, _ := url.Parse(upstream.URL)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool})
-	token := "Bearer " + jwt(t, map[string]any{"sub": "s"})
+	token := "Bearer " + testenv.Token(t, map[string]any{"sub": "s"})
 
 	want := sha256.New()
 	_, _ = io.Copy(want, &patternReader{left: size})

@@ -1,11 +1,8 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -21,12 +18,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
+	"github.com/teslaproxy/proxy/internal/server"
+	"github.com/teslaproxy/proxy/internal/testenv"
 )
 
 // telemetryMaxBody is the body limit of the telemetry route in these tests.
@@ -95,35 +93,28 @@ type telemetryEnv struct {
 // of the simulator with two vehicles that have the key enrolled.
 func startTelemetry(t *testing.T) *telemetryEnv {
 	t.Helper()
-	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := protocol.UnmarshalECDHPrivateKey(ek.D.FillBytes(make([]byte, 32)))
-	pub, err := ecdh.P256().NewPublicKey(key.PublicBytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testenv.NewKey(t)
+	pub := testenv.PublicKey(t, key)
 	sim := fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}})
 	vins := []string{fleetsim.NewTestVIN(1), fleetsim.NewTestVIN(2)}
 	for _, vin := range vins {
 		sim.AddVehicle(vin, pub)
 	}
 	up := &telemetryUpstream{sim: sim}
-	upstream, pool := startTLS(t, up)
+	upstream, pool := testenv.StartTLS(t, up)
 	fixed, _ := url.Parse(upstream.URL)
 	log := zaptest.NewLogger(t)
 	env := startProxy(t, envOptions{fixed: fixed, pool: pool, logger: log, telemetry: func(fwd *forward.Forwarder) http.Handler {
-		return &Telemetry{Key: key, Forward: fwd, MaxBodyBytes: telemetryMaxBody, Logger: log.Named("telemetry")}
+		return &server.Telemetry{Key: key, Forward: fwd, MaxBodyBytes: telemetryMaxBody, Logger: log.Named("telemetry")}
 	}})
 	return &telemetryEnv{env: env, up: up, pub: pub, vins: vins,
-		token: jwt(t, map[string]any{"sub": "telemetry-test", "ou_code": "NA"})}
+		token: testenv.Token(t, map[string]any{"sub": "telemetry-test", "ou_code": "NA"})}
 }
 
 // post sends body to the telemetry route with the env's token (or auth, when not nil).
 func (e *telemetryEnv) post(t *testing.T, method string, body []byte, auth *string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, e.env.URL+PathTelemetry, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), method, e.env.URL+server.PathTelemetry, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,22 +124,13 @@ func (e *telemetryEnv) post(t *testing.T, method string, body []byte, auth *stri
 		req.Header.Set("Authorization", *auth)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.env.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return e.env.do(t, req)
 }
 
 // goodConfig returns a fresh config that passes every check, using every checked key.
 func goodConfig(t *testing.T) map[string]any {
 	t.Helper()
-	cert, _ := testCert(t, "telemetry.example.com")
+	cert, _ := testenv.Cert(t, "telemetry.example.com")
 	return map[string]any{
 		"hostname":        "telemetry.example.com",
 		"port":            4443,
@@ -219,8 +201,8 @@ func TestTelemetrySignsAndForwards(t *testing.T) {
 		t.Fatalf("%d upstream calls, want 1; answer %d %s", len(calls), resp.StatusCode, got)
 	}
 	call := calls[0]
-	if call.Method != http.MethodPost || call.RequestURI != PathTelemetryJWS {
-		t.Errorf("upstream got %s %s, want POST %s", call.Method, call.RequestURI, PathTelemetryJWS)
+	if call.Method != http.MethodPost || call.RequestURI != server.PathTelemetryJWS {
+		t.Errorf("upstream got %s %s, want POST %s", call.Method, call.RequestURI, server.PathTelemetryJWS)
 	}
 	if a := call.Header.Get("Authorization"); a != "Bearer "+e.token {
 		t.Error("Authorization did not reach the upstream unchanged")

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -51,7 +50,8 @@ func (c *CertReloader) Reload() error {
 	return nil
 }
 
-// LoadKeyPair loads a TLS certificate chain and its key, with errors a person can act on.
+// LoadKeyPair loads a TLS certificate chain and its key, with errors a person can act on. Leaf
+// is set: tls.X509KeyPair parses it.
 func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
@@ -64,9 +64,6 @@ func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate %s with key %s: %w", certFile, keyFile, err)
-	}
-	if cert.Leaf == nil && len(cert.Certificate) > 0 {
-		cert.Leaf, _ = x509.ParseCertificate(cert.Certificate[0])
 	}
 	return &cert, nil
 }
@@ -127,7 +124,7 @@ func SameKey(tlsKeyFile string, signingPublic []byte) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("TLS key: %w", err)
 	}
-	// Pair the TLS key with itself only to parse it, whatever its PEM type.
+	// A key that is not an EC private key cannot be the command key.
 	pub, err := publicOfPEMKey(keyPEM)
 	if err != nil {
 		return false, nil
