@@ -200,13 +200,9 @@ func Verify(token string, pub *ecdh.PublicKey) (map[string]any, error) {
 		return nil, fmt.Errorf("%w: want three dot-separated segments", ErrMalformedToken)
 	}
 
-	headerJSON, err := segment.DecodeString(headerB64)
+	header, err := decodeSegment(headerB64, "header")
 	if err != nil {
-		return nil, fmt.Errorf("%w: header is not base64url: %w", ErrMalformedToken, err)
-	}
-	header, err := decodeObject(headerJSON)
-	if err != nil {
-		return nil, fmt.Errorf("%w: header: %w", ErrMalformedToken, err)
+		return nil, err
 	}
 	if alg, _ := header["alg"].(string); alg != Alg {
 		return nil, fmt.Errorf("%w: alg %s, want %q", ErrUnsupportedAlg, describe(header["alg"]), Alg)
@@ -215,13 +211,9 @@ func Verify(token string, pub *ecdh.PublicKey) (map[string]any, error) {
 		return nil, fmt.Errorf("%w: header has a crit parameter, which is not supported", ErrMalformedToken)
 	}
 
-	payloadJSON, err := segment.DecodeString(payloadB64)
+	claims, err := decodeSegment(payloadB64, "payload")
 	if err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url: %w", ErrMalformedToken, err)
-	}
-	claims, err := decodeObject(payloadJSON)
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload: %w", ErrMalformedToken, err)
+		return nil, err
 	}
 
 	sig, err := segment.DecodeString(sigB64)
@@ -248,6 +240,20 @@ func Verify(token string, pub *ecdh.PublicKey) (map[string]any, error) {
 		return nil, err
 	}
 	return claims, nil
+}
+
+// decodeSegment decodes the token's header or payload segment, which what names in errors, into
+// its JSON object.
+func decodeSegment(seg, what string) (map[string]any, error) {
+	b, err := segment.DecodeString(seg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not base64url: %w", ErrMalformedToken, what, err)
+	}
+	m, err := decodeObject(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformedToken, what, err)
+	}
+	return m, nil
 }
 
 // decodeObject decodes exactly one JSON object, keeping numbers as json.Number.

@@ -252,11 +252,7 @@ func decodeSig(tb testing.TB, token string) []byte {
 // XOR 0x01 and XOR 0xff), re-encodes the token, and requires Verify to refuse it, with and
 // without a given key.
 func TestTamper(t *testing.T) {
-	key := goldenKey(t)
-	pub, err := ecdh.P256().NewPublicKey(key.PublicBytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := mustPub(t, goldenKey(t))
 	token := strings.TrimSpace(string(readTestdata(t, "golden.jws")))
 	segs := strings.Split(token, ".")
 	for s, name := range []string{"header", "payload", "signature"} {

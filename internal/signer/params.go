@@ -12,8 +12,8 @@ import (
 	"strings"
 
 	"github.com/teslamotors/vehicle-command/pkg/connector/inet"
-	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"github.com/teslamotors/vehicle-command/pkg/proxy"
+	"github.com/teslamotors/vehicle-command/pkg/vehicle"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 )
@@ -40,27 +40,38 @@ func parseParams(body []byte) (proxy.RequestParameters, error) {
 
 // checkParams refuses a command whose parameters the vehicle would never get: an unknown name,
 // a command the protocol does not implement, or a missing or ill-typed parameter. Nothing is
-// sent, so nothing is billed. It runs the library's own checks (ExtractCommandAction only parses
-// and builds a closure) plus the one it skips.
+// sent, so nothing is billed. ExtractCommandAction only parses and builds a closure, so building
+// the action here and again under the vehicle's lock costs no upstream call.
 func checkParams(name string, params proxy.RequestParameters) error {
+	if _, err := extractAction(context.Background(), name, params); err != nil && !errors.Is(err, proxy.ErrCommandUseRESTAPI) {
+		return err
+	}
+	return nil
+}
+
+// extractAction builds a command's action with the library's ExtractCommandAction, after the one
+// check the library skips. Every action the signer runs is built here, so none is built from
+// parameters that missed that check. A refusal is the client's answer (see paramError), except
+// proxy.ErrCommandUseRESTAPI, which is returned as it is: that command goes to the REST API.
+func extractAction(ctx context.Context, name string, params proxy.RequestParameters) (func(*vehicle.Vehicle) error, error) {
 	if name == "actuate_trunk" {
 		// v0.4.1 opens the rear trunk when which_trunk is not a string (a client bug must not
 		// open a trunk), and refuses a missing one with a bare "invalid_value".
 		v, ok := params["which_trunk"]
 		if !ok {
-			return apierr.New(http.StatusBadRequest, "invalid_parameter",
+			return nil, apierr.New(http.StatusBadRequest, "invalid_parameter",
 				`Invalid parameters for actuate_trunk: the "which_trunk" parameter is required ("front" or "rear").`)
 		}
 		if s, isString := v.(string); !isString || (s != "front" && s != "rear") {
-			return apierr.New(http.StatusBadRequest, "invalid_parameter",
+			return nil, apierr.New(http.StatusBadRequest, "invalid_parameter",
 				`Invalid parameters for actuate_trunk: "which_trunk" must be "front" or "rear".`)
 		}
 	}
-	_, err := proxy.ExtractCommandAction(context.Background(), name, params)
-	if err == nil || errors.Is(err, proxy.ErrCommandUseRESTAPI) {
-		return nil
+	action, err := proxy.ExtractCommandAction(ctx, name, params)
+	if err != nil && !errors.Is(err, proxy.ErrCommandUseRESTAPI) {
+		return nil, paramError(name, err)
 	}
-	return paramError(name, err)
+	return action, err
 }
 
 // The library's parameter messages ("missing percent param", "invalid on param").
@@ -90,8 +101,6 @@ func paramError(name string, err error) error {
 	} else {
 		// The few messages that do not name their parameter.
 		switch {
-		case name == "actuate_trunk" && protocol.IsNominalError(err):
-			detail = `"which_trunk" must be "front" or "rear".`
 		case name == "window_control":
 			detail = `"command" must be "vent" or "close".`
 		case strings.HasPrefix(msg, "unrecognized day name"):

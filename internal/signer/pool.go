@@ -55,11 +55,12 @@ type pool struct {
 	fwd      *forward.Forwarder
 	max      int
 	counters *counters
+	// seed holds sessions restored at start; a car built for a VIN in it starts with them. It is
+	// set once by newPool and only read after that.
+	seed *cache.SessionCache
 
 	mu   sync.Mutex
 	cars map[string]*car
-	// seed holds sessions restored at start; a car built for a VIN in it starts with them.
-	seed *cache.SessionCache
 }
 
 func newPool(key protocol.ECDHPrivateKey, fwd *forward.Forwarder, max int, seed *cache.SessionCache, c *counters) *pool {
@@ -132,11 +133,9 @@ func (p *pool) vehicle(ctx context.Context, c *car) (*vehicle.Vehicle, error) {
 		return c.v, nil
 	}
 	cn := newConn(c.vin, p.fwd, p.counters)
-	var seed *cache.SessionCache
-	if !c.fresh {
-		p.mu.Lock()
-		seed = p.seed
-		p.mu.Unlock()
+	seed := p.seed
+	if c.fresh {
+		seed = nil
 	}
 	v, err := vehicle.NewVehicle(cn, p.key, seed)
 	if err != nil {

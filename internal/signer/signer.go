@@ -171,13 +171,13 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	// The action keeps the context it is made with and hands it to every Send: st rides in it.
 	st := &reqState{budget: callBudget}
 	ctx = withState(ctx, st)
-	action, err := proxy.ExtractCommandAction(ctx, name, params)
+	action, err := extractAction(ctx, name, params)
 	if errors.Is(err, proxy.ErrCommandUseRESTAPI) {
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
 	if err != nil {
-		return paramError(name, err)
+		return err
 	}
 	v, err := s.pool.vehicle(ctx, c)
 	if err != nil {

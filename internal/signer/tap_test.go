@@ -148,13 +148,7 @@ func startTapped(t *testing.T, vehicles, cacheSize int) (*testenv.Env, *wiretap)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.TLSClientConfig.RootCAs = simPool
-	tr.Proxy = nil
-	t.Cleanup(tr.CloseIdleConnections)
+	tr := testenv.UpstreamTransport(t, 5*time.Second, simPool)
 	a, err := app.New(app.Options{Key: key, Upstream: up, Transport: tr, Timeout: 5 * time.Second, CacheSize: cacheSize, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
