@@ -39,41 +39,44 @@ const (
 )
 
 // metadata serialises protocol metadata: tag(1) ‖ len(1) ‖ value per item, tags strictly rising,
-// then a final 0xFF.
+// then a final 0xFF. The first error sticks: later adds are ignored and bytes returns it.
 type metadata struct {
 	buf     []byte
 	lastTag int
+	err     error
 }
 
 func newMetadata() *metadata { return &metadata{lastTag: -1} }
 
 // add appends one item. A nil value is skipped, as the spec says.
-func (m *metadata) add(tag signatures.Tag, value []byte) error {
-	if value == nil {
-		return nil
+func (m *metadata) add(tag signatures.Tag, value []byte) {
+	switch {
+	case m.err != nil || value == nil:
+		return
+	case int(tag) <= m.lastTag:
+		m.err = errMetadataOrder
+	case len(value) > 255:
+		m.err = errMetadataTooLong
+	default:
+		m.buf = append(m.buf, byte(tag), byte(len(value)))
+		m.buf = append(m.buf, value...)
+		m.lastTag = int(tag)
 	}
-	if int(tag) <= m.lastTag {
-		return errMetadataOrder
-	}
-	if len(value) > 255 {
-		return errMetadataTooLong
-	}
-	m.buf = append(m.buf, byte(tag), byte(len(value)))
-	m.buf = append(m.buf, value...)
-	m.lastTag = int(tag)
-	return nil
 }
 
 // addUint32 appends an integer item as 4 big-endian bytes.
-func (m *metadata) addUint32(tag signatures.Tag, v uint32) error {
-	return m.add(tag, binary.BigEndian.AppendUint32(nil, v))
+func (m *metadata) addUint32(tag signatures.Tag, v uint32) {
+	m.add(tag, binary.BigEndian.AppendUint32(nil, v))
 }
 
-// bytes returns the serialised metadata including the terminating 0xFF.
-func (m *metadata) bytes() []byte {
+// bytes returns the serialised metadata including the terminating 0xFF, or the first error.
+func (m *metadata) bytes() ([]byte, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
 	out := make([]byte, 0, len(m.buf)+1)
 	out = append(out, m.buf...)
-	return append(out, byte(signatures.Tag_TAG_END))
+	return append(out, byte(signatures.Tag_TAG_END)), nil
 }
 
 // sharedKey derives K from the vehicle's private key and a client's public key.
@@ -100,16 +103,10 @@ func commandKey(k []byte) []byte     { return hmacSHA256(k, []byte(labelCommand)
 // sessionInfoMetadata is the metadata that a session-info tag covers.
 func sessionInfoMetadata(vin string, challenge []byte) ([]byte, error) {
 	m := newMetadata()
-	if err := m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_HMAC)}); err != nil {
-		return nil, err
-	}
-	if err := m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin)); err != nil {
-		return nil, err
-	}
-	if err := m.add(signatures.Tag_TAG_CHALLENGE, challenge); err != nil {
-		return nil, err
-	}
-	return m.bytes(), nil
+	m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_HMAC)})
+	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin))
+	m.add(signatures.Tag_TAG_CHALLENGE, challenge)
+	return m.bytes()
 }
 
 // sessionInfoTag authenticates an encoded SessionInfo for the client that sent challenge.
@@ -127,28 +124,16 @@ func commandMetadata(domain universal.Domain, vin string, epoch []byte, expiresA
 		return nil, errors.New("domain out of range")
 	}
 	m := newMetadata()
-	steps := []func() error{
-		func() error {
-			return m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_HMAC_PERSONALIZED)})
-		},
-		func() error { return m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)}) },
-		func() error { return m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin)) },
-		func() error { return m.add(signatures.Tag_TAG_EPOCH, epoch) },
-		func() error { return m.addUint32(signatures.Tag_TAG_EXPIRES_AT, expiresAt) },
-		func() error { return m.addUint32(signatures.Tag_TAG_COUNTER, counter) },
-		func() error {
-			if flags == 0 {
-				return nil
-			}
-			return m.addUint32(signatures.Tag_TAG_FLAGS, flags)
-		},
+	m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_HMAC_PERSONALIZED)})
+	m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)})
+	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin))
+	m.add(signatures.Tag_TAG_EPOCH, epoch)
+	m.addUint32(signatures.Tag_TAG_EXPIRES_AT, expiresAt)
+	m.addUint32(signatures.Tag_TAG_COUNTER, counter)
+	if flags != 0 {
+		m.addUint32(signatures.Tag_TAG_FLAGS, flags)
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return nil, err
-		}
-	}
-	return m.bytes(), nil
+	return m.bytes()
 }
 
 // commandTag is the HMAC tag a client must attach to an HMAC-personalised command.
@@ -170,23 +155,18 @@ func requestHash(domain universal.Domain, tag []byte) []byte {
 // are always present; the fault is encoded as a 32-bit integer.
 func responseAAD(domain universal.Domain, vin string, counter, flags uint32, reqHash []byte, fault universal.MessageFault_E) ([]byte, error) {
 	m := newMetadata()
-	steps := []func() error{
-		func() error {
-			return m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_AES_GCM_RESPONSE)})
-		},
-		func() error { return m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)}) },
-		func() error { return m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin)) },
-		func() error { return m.addUint32(signatures.Tag_TAG_COUNTER, counter) },
-		func() error { return m.addUint32(signatures.Tag_TAG_FLAGS, flags) },
-		func() error { return m.add(signatures.Tag_TAG_REQUEST_HASH, reqHash) },
-		func() error { return m.addUint32(signatures.Tag_TAG_FAULT, uint32(fault)) },
+	m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_AES_GCM_RESPONSE)})
+	m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)})
+	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin))
+	m.addUint32(signatures.Tag_TAG_COUNTER, counter)
+	m.addUint32(signatures.Tag_TAG_FLAGS, flags)
+	m.add(signatures.Tag_TAG_REQUEST_HASH, reqHash)
+	m.addUint32(signatures.Tag_TAG_FAULT, uint32(fault))
+	meta, err := m.bytes()
+	if err != nil {
+		return nil, err
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return nil, err
-		}
-	}
-	sum := sha256.Sum256(m.bytes())
+	sum := sha256.Sum256(meta)
 	return sum[:], nil
 }
 

@@ -34,25 +34,13 @@ const (
 	textNoProtocol = "vehicle does not support signed commands"
 )
 
-// vehicleOrNotFound resolves the {vin} path variable or writes a 404.
-func (s *Server) vehicleOrNotFound(w http.ResponseWriter, r *http.Request) *Vehicle {
-	tag, err := url.PathUnescape(mux.Vars(r)["vin"])
-	if err == nil {
-		if v := s.lookup(tag); v != nil {
-			return v
-		}
-	}
-	writeFleetError(w, http.StatusNotFound, "not_found", "", nil)
-	return nil
-}
-
 // handleSignedCommand is POST /api/1/vehicles/{vin}/signed_command.
-func (s *Server) handleSignedCommand(w http.ResponseWriter, r *http.Request) {
-	v := s.vehicleOrNotFound(w, r)
+func (s *Server) handleSignedCommand(w http.ResponseWriter, r *http.Request, c call) {
+	v := c.vehicle(w)
 	if v == nil {
 		return
 	}
-	f := s.Fault(v.vin)
+	f := c.f
 	switch {
 	case s.refuseAsleep(w, v, f):
 		return
@@ -161,8 +149,8 @@ func (s *Server) refuseAsleep(w http.ResponseWriter, v *Vehicle, f Fault) bool {
 }
 
 // handleRESTCommand is POST /api/1/vehicles/{vin}/command/{name}.
-func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request) {
-	v := s.vehicleOrNotFound(w, r)
+func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request, c call) {
+	v := c.vehicle(w)
 	if v == nil {
 		return
 	}
@@ -176,7 +164,7 @@ func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request) {
 		writeFleetError(w, http.StatusRequestEntityTooLarge, "body_too_large", "", nil)
 		return
 	}
-	f := s.Fault(v.vin)
+	f := c.f
 	switch {
 	case s.refuseAsleep(w, v, f):
 		return
@@ -186,8 +174,6 @@ func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(body) == 0 {
 		body = nil
-	} else {
-		body = append([]byte(nil), body...)
 	}
 	s.record(Execution{VIN: v.vin, Domain: DomainREST, Action: name, Body: body, At: s.now()})
 	s.countVehicle(v.vin, func(vs *VehicleStats) { vs.REST++ })
@@ -220,10 +206,11 @@ type vehicleJSON struct {
 	BLEAutopairEnrolled    bool           `json:"ble_autopair_enrolled"`
 }
 
-func (s *Server) vehicleObject(v *Vehicle) vehicleJSON {
+// vehicleObject shows v with f as its effective fault.
+func (s *Server) vehicleObject(v *Vehicle, f Fault) vehicleJSON {
 	st := v.State()
 	state := "online"
-	if st.Asleep || s.Fault(v.vin).Asleep {
+	if st.Asleep || f.Asleep {
 		state = "asleep"
 	}
 	id := vehicleID(v.vin)
@@ -243,11 +230,11 @@ func (s *Server) vehicleObject(v *Vehicle) vehicleJSON {
 }
 
 // handleVehicles is GET /api/1/vehicles.
-func (s *Server) handleVehicles(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleVehicles(w http.ResponseWriter, _ *http.Request, _ call) {
 	vs := s.pick("")
 	list := make([]vehicleJSON, 0, len(vs))
 	for _, v := range vs {
-		list = append(list, s.vehicleObject(v))
+		list = append(list, s.vehicleObject(v, s.Fault(v.vin)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"response": list,
@@ -260,17 +247,17 @@ func (s *Server) handleVehicles(w http.ResponseWriter, _ *http.Request) {
 
 // handleWakeUp is POST /api/1/vehicles/{vin}/wake_up. It wakes the car at once, unless the
 // Asleep fault holds it down.
-func (s *Server) handleWakeUp(w http.ResponseWriter, r *http.Request) {
-	v := s.vehicleOrNotFound(w, r)
+func (s *Server) handleWakeUp(w http.ResponseWriter, _ *http.Request, c call) {
+	v := c.vehicle(w)
 	if v == nil {
 		return
 	}
-	if s.Fault(v.vin).Asleep {
+	if c.f.Asleep {
 		s.countInjected("asleep")
 	} else {
 		v.SetAsleep(false)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"response": s.vehicleObject(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"response": s.vehicleObject(v, c.f)})
 }
 
 // Echo is what every route the simulator does not implement answers, as {"response":Echo}, so
@@ -299,14 +286,16 @@ type Echo struct {
 	XForwardedFor string `json:"x_forwarded_for"`
 }
 
-// hopByHop are the headers a proxy must not forward (RFC 9110 §7.6.1), plus framing headers.
-var hopByHop = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Authorization",
+// hopByHop are the headers a proxy must not forward (RFC 9110 §7.6.1), plus framing headers and
+// Authorization, which the echo reports only as a hash.
+var hopByHop = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
+	"Upgrade": true, "Content-Length": true, "Authorization": true,
 }
 
 // handleEcho answers every other path. It hashes the body while reading it, so any size streams.
-func (s *Server) handleEcho(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleEcho(w http.ResponseWriter, r *http.Request, _ call) {
 	h := sha256.New()
 	n, err := io.Copy(h, r.Body)
 	if err != nil {
@@ -331,17 +320,18 @@ func (s *Server) handleEcho(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.Sum256([]byte(strings.Join(a, ", ")))
 		e.AuthorizationSHA256 = hex.EncodeToString(sum[:])
 	}
-	drop := map[string]bool{}
-	for _, k := range hopByHop {
-		drop[k] = true
-	}
+	// Headers the Connection header names are hop-by-hop too.
+	var named map[string]bool
 	for _, c := range r.Header.Values("Connection") {
-		for _, k := range strings.Split(c, ",") {
-			drop[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))] = true
+		for k := range strings.SplitSeq(c, ",") {
+			if named == nil {
+				named = map[string]bool{}
+			}
+			named[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))] = true
 		}
 	}
 	for k, vs := range r.Header {
-		if !drop[textproto.CanonicalMIMEHeaderKey(k)] {
+		if ck := textproto.CanonicalMIMEHeaderKey(k); !hopByHop[ck] && !named[ck] {
 			e.Header[k] = append([]string(nil), vs...)
 		}
 	}

@@ -209,6 +209,28 @@ func newClient(t *testing.T, ts *httptest.Server, vin string, key clientKey) (*v
 	return car, conn
 }
 
+// oneVehicleSim starts a simulator (see startSim) with one vehicle, NewTestVIN(i), that has a
+// fresh client key enrolled.
+func oneVehicleSim(t *testing.T, opts Options, i int) (*Server, *httptest.Server, string, clientKey) {
+	t.Helper()
+	sim, ts := startSim(t, opts)
+	vin := NewTestVIN(i)
+	key := newClientKey(t)
+	sim.AddVehicle(vin, key.pub)
+	return sim, ts, vin, key
+}
+
+// newSession returns a reference client (see newClient) with sessions started in domains (nil
+// means both).
+func newSession(t *testing.T, ts *httptest.Server, vin string, key clientKey, domains []universal.Domain) (*vehicle.Vehicle, *testConn) {
+	t.Helper()
+	car, conn := newClient(t, ts, vin, key)
+	if err := car.StartSession(callCtx(t), domains); err != nil {
+		t.Fatalf("StartSession: %v", err)
+	}
+	return car, conn
+}
+
 // callCtx returns a context for one client call.
 func callCtx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(t.Context(), 10*time.Second)

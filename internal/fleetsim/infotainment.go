@@ -118,21 +118,13 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 	case *carserver.VehicleAction_ScheduledDepartureAction:
 		st.ScheduledDeparture = a.ScheduledDepartureAction.GetEnabled()
 	case *carserver.VehicleAction_AddChargeScheduleAction:
-		id := a.AddChargeScheduleAction.GetId()
-		if !slices.Contains(st.ChargeSchedules, id) {
-			st.ChargeSchedules = append(st.ChargeSchedules, id)
-		}
+		st.ChargeSchedules = addSchedule(st.ChargeSchedules, a.AddChargeScheduleAction.GetId())
 	case *carserver.VehicleAction_RemoveChargeScheduleAction:
-		id := a.RemoveChargeScheduleAction.GetId()
-		st.ChargeSchedules = slices.DeleteFunc(st.ChargeSchedules, func(x uint64) bool { return x == id })
+		st.ChargeSchedules = removeSchedule(st.ChargeSchedules, a.RemoveChargeScheduleAction.GetId())
 	case *carserver.VehicleAction_AddPreconditionScheduleAction:
-		id := a.AddPreconditionScheduleAction.GetId()
-		if !slices.Contains(st.PreconditionSchedules, id) {
-			st.PreconditionSchedules = append(st.PreconditionSchedules, id)
-		}
+		st.PreconditionSchedules = addSchedule(st.PreconditionSchedules, a.AddPreconditionScheduleAction.GetId())
 	case *carserver.VehicleAction_RemovePreconditionScheduleAction:
-		id := a.RemovePreconditionScheduleAction.GetId()
-		st.PreconditionSchedules = slices.DeleteFunc(st.PreconditionSchedules, func(x uint64) bool { return x == id })
+		st.PreconditionSchedules = removeSchedule(st.PreconditionSchedules, a.RemovePreconditionScheduleAction.GetId())
 	case *carserver.VehicleAction_BatchRemoveChargeSchedulesAction:
 		st.ChargeSchedules = nil
 	case *carserver.VehicleAction_BatchRemovePreconditionSchedulesAction:
@@ -227,6 +219,19 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		// charging sites, sunroof: accepted without a simulated effect beyond the Execution.
 	}
 	return nil, ""
+}
+
+// addSchedule adds a schedule id to a list unless it is there already.
+func addSchedule(ids []uint64, id uint64) []uint64 {
+	if slices.Contains(ids, id) {
+		return ids
+	}
+	return append(ids, id)
+}
+
+// removeSchedule removes a schedule id from a list.
+func removeSchedule(ids []uint64, id uint64) []uint64 {
+	return slices.DeleteFunc(ids, func(x uint64) bool { return x == id })
 }
 
 // vehicleData is a small VehicleData snapshot: charge, climate and closures.

@@ -38,16 +38,9 @@ func TestReferenceClient(t *testing.T) {
 		{"plaintext responses", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sim, ts := startSim(t, Options{})
-			vin := NewTestVIN(1)
-			key := newClientKey(t)
-			sim.AddVehicle(vin, key.pub)
-			car, conn := newClient(t, ts, vin, key)
-			car.Flags = tc.flags
-
-			if err := car.StartSession(callCtx(t), nil); err != nil {
-				t.Fatalf("StartSession: %v", err)
-			}
+			sim, ts, vin, key := oneVehicleSim(t, Options{}, 1)
+			car, conn := newSession(t, ts, vin, key, nil)
+			car.Flags = tc.flags // flags go on commands only, not on handshakes
 			steps := []struct {
 				name string
 				run  func() error
@@ -155,10 +148,7 @@ func TestUnknownKey(t *testing.T) {
 	})
 
 	t.Run("command after the key was removed", func(t *testing.T) {
-		car, _ := newClient(t, ts, vin, enrolled)
-		if err := car.StartSession(callCtx(t), nil); err != nil {
-			t.Fatal(err)
-		}
+		car, _ := newSession(t, ts, vin, enrolled, nil)
 		sim.Vehicle(vin).Unenroll(enrolled.pub)
 		defer sim.Vehicle(vin).Enroll(enrolled.pub)
 		if err := car.Lock(callCtx(t)); !errors.Is(err, protocol.ErrKeyNotPaired) {
@@ -176,14 +166,8 @@ func TestUnknownKey(t *testing.T) {
 // TestReplay resends the exact bytes of an accepted command: the second copy is refused with
 // fresh session info and does not run.
 func TestReplay(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(3)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, conn := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), nil); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 3)
+	car, conn := newSession(t, ts, vin, key, nil)
 	raw := newRawClient(t, ts, vin, key)
 
 	for _, tc := range []struct {
@@ -222,14 +206,8 @@ func TestReplay(t *testing.T) {
 // TestReboot makes the client re-sync from the INCORRECT_EPOCH fault's session info; each
 // command still runs exactly once and no new handshake is needed.
 func TestReboot(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(4)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, _ := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), nil); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 4)
+	car, _ := newSession(t, ts, vin, key, nil)
 	if err := car.ChangeChargeLimit(callCtx(t), 60); err != nil {
 		t.Fatal(err)
 	}
@@ -263,10 +241,7 @@ func TestReboot(t *testing.T) {
 // TestExpired checks expiry against the vehicle's clock, driven by Options.Now.
 func TestExpired(t *testing.T) {
 	clock := newFakeClock()
-	sim, ts := startSim(t, Options{Now: clock.Now})
-	vin := NewTestVIN(5)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
+	sim, ts, vin, key := oneVehicleSim(t, Options{Now: clock.Now}, 5)
 
 	t.Run("raw command is refused", func(t *testing.T) {
 		raw := newRawClient(t, ts, vin, key)
@@ -290,10 +265,7 @@ func TestExpired(t *testing.T) {
 	})
 
 	t.Run("reference client re-syncs", func(t *testing.T) {
-		car, _ := newClient(t, ts, vin, key)
-		if err := car.StartSession(callCtx(t), nil); err != nil {
-			t.Fatal(err)
-		}
+		car, _ := newSession(t, ts, vin, key, nil)
 		// The vehicle's clock jumps an hour ahead of the client's estimate.
 		clock.Advance(time.Hour)
 		before := sim.Stats().Rejections["MESSAGEFAULT_ERROR_TIME_EXPIRED"]
@@ -322,10 +294,7 @@ func lockMessage() *vcsec.UnsignedMessage {
 // TestVerifierFaults walks the verifier's checks with hand-made messages.
 func TestVerifierFaults(t *testing.T) {
 	clock := newFakeClock()
-	sim, ts := startSim(t, Options{Now: clock.Now})
-	vin := NewTestVIN(6)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
+	sim, ts, vin, key := oneVehicleSim(t, Options{Now: clock.Now}, 6)
 	raw := newRawClient(t, ts, vin, key)
 	const (
 		info = universal.Domain_DOMAIN_INFOTAINMENT
@@ -438,10 +407,8 @@ func TestVerifierFaults(t *testing.T) {
 
 // TestHandshakeAddressing checks the reply envelope the client's dispatcher matches on.
 func TestHandshakeAddressing(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(7)
-	key := newClientKey(t)
-	v := sim.AddVehicle(vin, key.pub)
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 7)
+	v := sim.Vehicle(vin)
 	raw := newRawClient(t, ts, vin, key)
 	addr, uuid := randomBytes(16), randomBytes(16)
 	req := &universal.RoutableMessage{
@@ -472,14 +439,8 @@ func TestHandshakeAddressing(t *testing.T) {
 // TestUnknownAction sends an Infotainment action the simulator does not know through the
 // client's low-level Send: the car answers ERROR with a reason, and nothing is recorded.
 func TestUnknownAction(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(8)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, _ := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), []universal.Domain{universal.Domain_DOMAIN_INFOTAINMENT}); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 8)
+	car, _ := newSession(t, ts, vin, key, []universal.Domain{universal.Domain_DOMAIN_INFOTAINMENT})
 	// Action{vehicleAction{field 4000: varint 1}}: a field no VehicleAction defines.
 	vehicleAction := []byte{0x80, 0xfa, 0x01, 0x01}
 	payload := append([]byte{0x12, byte(len(vehicleAction))}, vehicleAction...)
@@ -502,10 +463,8 @@ func TestUnknownAction(t *testing.T) {
 
 // TestAsleepAndLegacy checks that the client recognises the 408 and 422 answers.
 func TestAsleepAndLegacy(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(9)
-	key := newClientKey(t)
-	v := sim.AddVehicle(vin, key.pub)
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 9)
+	v := sim.Vehicle(vin)
 
 	t.Run("asleep", func(t *testing.T) {
 		v.SetAsleep(true)
@@ -540,10 +499,7 @@ func TestAsleepAndLegacy(t *testing.T) {
 	})
 
 	t.Run("awake again", func(t *testing.T) {
-		car, _ := newClient(t, ts, vin, key)
-		if err := car.StartSession(callCtx(t), nil); err != nil {
-			t.Fatal(err)
-		}
+		car, _ := newSession(t, ts, vin, key, nil)
 		if err := car.Lock(callCtx(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -555,14 +511,8 @@ func TestAsleepAndLegacy(t *testing.T) {
 
 // TestFailAfterExecution: the command runs, the client sees a 500 it may not retry.
 func TestFailAfterExecution(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(10)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, _ := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), nil); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 10)
+	car, _ := newSession(t, ts, vin, key, nil)
 	sim.SetFault(vin, Fault{FailAfterExecution: 500})
 	err := car.Lock(callCtx(t))
 	var httpErr *inet.HTTPError
@@ -581,14 +531,8 @@ func TestFailAfterExecution(t *testing.T) {
 
 // TestRefuseFault makes the car refuse authenticated commands in both domains.
 func TestRefuseFault(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(11)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, _ := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), nil); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 11)
+	car, _ := newSession(t, ts, vin, key, nil)
 	sim.SetFault("", Fault{Refuse: "closures_open"})
 	if err := car.SetSentryMode(callCtx(t), true); err == nil || err.Error() != "car could not execute command: closures_open" {
 		t.Errorf("Infotainment: err = %v", err)

@@ -14,14 +14,8 @@ import (
 // command table (pkg/proxy.ExtractCommandAction) and client against the simulator, and checks
 // which domain and action reached the car. It is the table a proxy test can lean on.
 func TestRESTCommandNames(t *testing.T) {
-	sim, ts := startSim(t, Options{})
-	vin := NewTestVIN(60)
-	key := newClientKey(t)
-	sim.AddVehicle(vin, key.pub)
-	car, _ := newClient(t, ts, vin, key)
-	if err := car.StartSession(callCtx(t), nil); err != nil {
-		t.Fatal(err)
-	}
+	sim, ts, vin, key := oneVehicleSim(t, Options{}, 60)
+	car, _ := newSession(t, ts, vin, key, nil)
 
 	const (
 		I = DomainInfotainment

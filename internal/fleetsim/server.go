@@ -183,10 +183,7 @@ func (s *Server) Executions(vin string) []Execution {
 	var out []Execution
 	for _, e := range s.executions {
 		if vin == "" || e.VIN == vin {
-			e.Body = append([]byte(nil), e.Body...)
-			if len(e.Body) == 0 {
-				e.Body = nil
-			}
+			e.Body = append([]byte(nil), e.Body...) // nil when empty
 			out = append(out, e)
 		}
 	}
@@ -352,13 +349,34 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// api wraps a Fleet API handler: it counts the request and applies the faults that hit every
-// route (delay, 421, 429) before the handler runs.
-func (s *Server) api(route string, h http.HandlerFunc) http.Handler {
+// call is what api resolved for one Fleet API request, once, before its handler runs.
+type call struct {
+	// v is the vehicle the path names (/api/1/vehicles/{vin or id}/…), or nil.
+	v *Vehicle
+	// f is the effective fault for that vehicle (the server-wide one when v is nil), read once
+	// before any injected delay.
+	f Fault
+}
+
+// vehicle returns the vehicle the path names, or writes a 404 and returns nil.
+func (c call) vehicle(w http.ResponseWriter) *Vehicle {
+	if c.v == nil {
+		writeFleetError(w, http.StatusNotFound, "not_found", "", nil)
+	}
+	return c.v
+}
+
+// api wraps a Fleet API handler: it counts the request, resolves its vehicle and fault, and
+// applies the faults that hit every route (delay, 421, 429) before the handler runs.
+func (s *Server) api(route string, h func(http.ResponseWriter, *http.Request, call)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() { s.countRequest(route, rec.code) }()
-		vin := s.vinOf(r)
+		v := s.vehicleOf(r)
+		vin := ""
+		if v != nil {
+			vin = v.vin
+		}
 		f := s.Fault(vin)
 		if f.Delay > 0 {
 			if err := sleepCtx(r.Context(), f.Delay); err != nil {
@@ -379,27 +397,24 @@ func (s *Server) api(route string, h http.HandlerFunc) http.Handler {
 				http.Header{"Retry-After": {strconv.Itoa(n)}})
 			return
 		}
-		h(rec, r)
+		h(rec, r, call{v: v, f: f})
 		if s.log.Core().Enabled(zap.DebugLevel) {
 			s.log.Debug("request", zap.String("route", route), zap.String("vin", vin), zap.Int("status", rec.code))
 		}
 	})
 }
 
-// vinOf returns the VIN a Fleet API path names (/api/1/vehicles/{vin or id}/…), or "".
-func (s *Server) vinOf(r *http.Request) string {
+// vehicleOf returns the vehicle a Fleet API path names (/api/1/vehicles/{vin or id}/…), or nil.
+func (s *Server) vehicleOf(r *http.Request) *Vehicle {
 	parts := strings.Split(r.URL.EscapedPath(), "/")
 	if len(parts) < 5 || parts[1] != "api" || parts[2] != "1" || parts[3] != "vehicles" {
-		return ""
+		return nil
 	}
 	tag, err := url.PathUnescape(parts[4])
 	if err != nil {
-		return ""
+		return nil
 	}
-	if v := s.lookup(tag); v != nil {
-		return v.vin
-	}
-	return ""
+	return s.lookup(tag)
 }
 
 // writeFleetError writes the Fleet API's error shape {"response":null,"error":…,"error_description":…}.

@@ -14,7 +14,7 @@ import (
 // TrustedKeys; against its own iss when none is configured) and have aud TelemetryAudience.
 // Vehicles that do not have the signing key enrolled, and VINs the simulator does not know, are
 // skipped as "missing_key".
-func (s *Server) handleTelemetryJWS(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleTelemetryJWS(w http.ResponseWriter, r *http.Request, _ call) {
 	var req struct {
 		VINs  []string `json:"vins"`
 		Token string   `json:"token"`
@@ -105,8 +105,8 @@ func (s *Server) TelemetryConfig(vin string) map[string]any {
 }
 
 // handleTelemetryGet is GET /api/1/vehicles/{vin}/fleet_telemetry_config.
-func (s *Server) handleTelemetryGet(w http.ResponseWriter, r *http.Request) {
-	v := s.vehicleOrNotFound(w, r)
+func (s *Server) handleTelemetryGet(w http.ResponseWriter, _ *http.Request, c call) {
+	v := c.vehicle(w)
 	if v == nil {
 		return
 	}
@@ -119,8 +119,8 @@ func (s *Server) handleTelemetryGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleTelemetryDelete is DELETE /api/1/vehicles/{vin}/fleet_telemetry_config.
-func (s *Server) handleTelemetryDelete(w http.ResponseWriter, r *http.Request) {
-	v := s.vehicleOrNotFound(w, r)
+func (s *Server) handleTelemetryDelete(w http.ResponseWriter, _ *http.Request, c call) {
+	v := c.vehicle(w)
 	if v == nil {
 		return
 	}

@@ -30,9 +30,7 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 		if c, ok := verrors.GenericError_E_value["GENERICERROR_"+strings.ToUpper(refuse)]; ok {
 			code = verrors.GenericError_E(c)
 		}
-		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_NominalError{
-			NominalError: &verrors.NominalError{GenericError: code},
-		}})
+		return nominal(code)
 	}
 
 	switch sub := msg.GetSubMessage().(type) {
@@ -58,16 +56,20 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 
 	case *vcsec.UnsignedMessage_ClosureMoveRequest:
 		req := sub.ClosureMoveRequest
+		// The action name lists the closures in field order (the proto declares them by number).
 		var moves []string
-		req.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-			if fd.Kind() == protoreflect.EnumKind && val.Enum() != 0 {
-				name := vcsec.ClosureMoveType_E(val.Enum()).String()
+		r := req.ProtoReflect()
+		fields := r.Descriptor().Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			if fd.Kind() != protoreflect.EnumKind {
+				continue
+			}
+			if e := r.Get(fd).Enum(); e != 0 {
+				name := vcsec.ClosureMoveType_E(e).String()
 				moves = append(moves, string(fd.Name())+"="+strings.TrimPrefix(name, "CLOSURE_MOVE_TYPE_"))
 			}
-			return true
-		})
-		// Range visits fields in an unspecified order; the action name lists them by field number.
-		sort.Slice(moves, func(i, j int) bool { return closureOrder(moves[i]) < closureOrder(moves[j]) })
+		}
 		action = "closureMoveRequest:" + strings.Join(moves, ",")
 		if len(moves) == 0 {
 			return action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true, nil
@@ -109,22 +111,12 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 		}}), true, nil
 
 	case *vcsec.UnsignedMessage_InformationRequest:
-		out, _ := v.vcsecInformation(payload)
+		out := v.vcsecInformation(sub.InformationRequest)
 		return "informationRequest:" + sub.InformationRequest.GetInformationRequestType().String(), out, true, nil
 
 	default:
 		return "unknown", nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false, nil
 	}
-}
-
-// closureOrder sorts "field=MOVE" strings by the field's number in ClosureMoveRequest.
-func closureOrder(s string) int {
-	name, _, _ := strings.Cut(s, "=")
-	fd := (&vcsec.ClosureMoveRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(name))
-	if fd == nil {
-		return 1 << 30
-	}
-	return int(fd.Number())
 }
 
 // move applies a closure move to an open/closed flag. MOVE toggles, as a powered trunk does.
@@ -166,14 +158,19 @@ func (v *Vehicle) whitelist(op *vcsec.WhitelistOperation) vcsec.WhitelistOperati
 	return vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
 }
 
-// vcsecInformation answers an InformationRequest; ok is false if payload is not one. The caller
-// holds v.mu.
-func (v *Vehicle) vcsecInformation(payload []byte) (out []byte, ok bool) {
+// vcsecUnsignedInformation answers payload if it is an InformationRequest, which VCSEC answers
+// without a signature; ok is false if it is not one. The caller holds v.mu.
+func (v *Vehicle) vcsecUnsignedInformation(payload []byte) (out []byte, ok bool) {
 	var msg vcsec.UnsignedMessage
 	if err := proto.Unmarshal(payload, &msg); err != nil || msg.GetInformationRequest() == nil {
 		return nil, false
 	}
-	switch msg.GetInformationRequest().GetInformationRequestType() {
+	return v.vcsecInformation(msg.GetInformationRequest()), true
+}
+
+// vcsecInformation answers an InformationRequest. The caller holds v.mu.
+func (v *Vehicle) vcsecInformation(req *vcsec.InformationRequest) []byte {
+	switch req.GetInformationRequestType() {
 	case vcsec.InformationRequestType_INFORMATION_REQUEST_TYPE_GET_STATUS:
 		lock := vcsec.VehicleLockState_E_VEHICLELOCKSTATE_UNLOCKED
 		if v.state.Locked {
@@ -198,7 +195,7 @@ func (v *Vehicle) vcsecInformation(payload []byte) (out []byte, ok bool) {
 			},
 			VehicleLockState:   lock,
 			VehicleSleepStatus: sleep,
-		}}}), true
+		}}})
 	case vcsec.InformationRequestType_INFORMATION_REQUEST_TYPE_GET_WHITELIST_INFO:
 		info := &vcsec.WhitelistInfo{}
 		ids := make([]string, 0, len(v.enrolled))
@@ -212,9 +209,9 @@ func (v *Vehicle) vcsecInformation(payload []byte) (out []byte, ok bool) {
 			info.SlotMask |= 1 << uint(i)
 		}
 		info.NumberOfEntries = uint32(len(ids))
-		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_WhitelistInfo{WhitelistInfo: info}}), true
+		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_WhitelistInfo{WhitelistInfo: info}})
 	default:
-		return nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true
+		return nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN)
 	}
 }
 

@@ -158,43 +158,51 @@ func TestPublishedVectors(t *testing.T) {
 // from the HMAC one only in the signature type.
 func TestAESGCMMetadataExample(t *testing.T) {
 	m := newMetadata()
-	for _, step := range []error{
-		m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_AES_GCM_PERSONALIZED)}),
-		m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(universal.Domain_DOMAIN_INFOTAINMENT)}),
-		m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vectorVIN)),
-		m.add(signatures.Tag_TAG_EPOCH, unhex(t, vectorEpoch)),
-		m.addUint32(signatures.Tag_TAG_EXPIRES_AT, vectorExpiresAt),
-		m.addUint32(signatures.Tag_TAG_COUNTER, vectorCounter),
-	} {
-		if step != nil {
-			t.Fatal(step)
-		}
+	m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_AES_GCM_PERSONALIZED)})
+	m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(universal.Domain_DOMAIN_INFOTAINMENT)})
+	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vectorVIN))
+	m.add(signatures.Tag_TAG_EPOCH, unhex(t, vectorEpoch))
+	m.addUint32(signatures.Tag_TAG_EXPIRES_AT, vectorExpiresAt)
+	m.addUint32(signatures.Tag_TAG_COUNTER, vectorCounter)
+	meta, err := m.bytes()
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := "000105010103021135594a333031323334353637383941424303104c463f9cc0d3d26906e982ed224adde6040400000a5f050400000007ff"
-	if got := hex.EncodeToString(m.bytes()); got != want {
+	if got := hex.EncodeToString(meta); got != want {
 		t.Errorf("metadata = %s, want %s", got, want)
 	}
 }
 
 func TestMetadataRules(t *testing.T) {
+	// Each rule on a fresh metadata, since the first error sticks.
 	m := newMetadata()
-	if err := m.add(signatures.Tag_TAG_COUNTER, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.add(signatures.Tag_TAG_DOMAIN, []byte{1}); err == nil {
+	m.add(signatures.Tag_TAG_COUNTER, []byte{1})
+	m.add(signatures.Tag_TAG_DOMAIN, []byte{1})
+	if _, err := m.bytes(); err == nil {
 		t.Error("a falling tag was accepted")
 	}
-	if err := m.add(signatures.Tag_TAG_FLAGS, make([]byte, 256)); err == nil {
+	m = newMetadata()
+	m.add(signatures.Tag_TAG_COUNTER, []byte{1})
+	m.add(signatures.Tag_TAG_FLAGS, make([]byte, 256))
+	if _, err := m.bytes(); err == nil {
 		t.Error("a 256-byte value was accepted")
 	}
-	if err := m.add(signatures.Tag_TAG_FLAGS, nil); err != nil {
+	m = newMetadata()
+	m.add(signatures.Tag_TAG_COUNTER, []byte{1})
+	m.add(signatures.Tag_TAG_FLAGS, nil)
+	if _, err := m.bytes(); err != nil {
 		t.Errorf("a nil value must be skipped, got %v", err)
 	}
 	// The protocol.md example: SERIALIZE({COUNTER: 100, VIN: "abc"}).
 	m = newMetadata()
-	_ = m.add(signatures.Tag_TAG_PERSONALIZATION, []byte("abc"))
-	_ = m.addUint32(signatures.Tag_TAG_COUNTER, 100)
-	if got, want := hex.EncodeToString(m.bytes()), "0203616263050400000064ff"; got != want {
+	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte("abc"))
+	m.addUint32(signatures.Tag_TAG_COUNTER, 100)
+	meta, err := m.bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := hex.EncodeToString(meta), "0203616263050400000064ff"; got != want {
 		t.Errorf("serialize = %s, want %s", got, want)
 	}
 }

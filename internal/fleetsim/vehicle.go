@@ -241,6 +241,13 @@ type result struct {
 	refused   bool // the Refuse fault answered
 }
 
+// refuse makes res a protocol-level refusal without session info.
+func (res result) refuse(req *universal.RoutableMessage, code universal.MessageFault_E) (result, error) {
+	res.reply = faultReply(req, res.domain, code)
+	res.rejection = code.String()
+	return res, nil
+}
+
 // handle runs one RoutableMessage through the vehicle, as the car would, and returns its reply.
 // f is the effective fault for this vehicle. An error means the envelope cannot be handled at all
 // (the HTTP layer answers 400).
@@ -252,9 +259,7 @@ func (v *Vehicle) handle(req *universal.RoutableMessage, f Fault) (result, error
 	res := result{domain: domain}
 	ds := v.domains[domain]
 	if ds == nil {
-		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_DOMAINS)
-		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_DOMAINS.String()
-		return res, nil
+		return res.refuse(req, universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_DOMAINS)
 	}
 
 	switch p := req.GetPayload().(type) {
@@ -264,9 +269,7 @@ func (v *Vehicle) handle(req *universal.RoutableMessage, f Fault) (result, error
 	case *universal.RoutableMessage_ProtobufMessageAsBytes:
 		res.command = true
 	default:
-		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING)
-		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING.String()
-		return res, nil
+		return res.refuse(req, universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING)
 	}
 
 	payload := req.GetProtobufMessageAsBytes()
@@ -279,25 +282,21 @@ func (v *Vehicle) handle(req *universal.RoutableMessage, f Fault) (result, error
 		// VCSEC answers unauthenticated information requests (e.g. BodyControllerState); nothing
 		// else runs without a signature.
 		if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
-			if out, ok := v.vcsecInformation(payload); ok {
+			if out, ok := v.vcsecUnsignedInformation(payload); ok {
 				res.reply = baseReply(req, domain)
 				res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: out}
 				return res, nil
 			}
 		}
 	}
-	res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
-	res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER.String()
-	return res, nil
+	return res.refuse(req, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
 }
 
 // handshake answers a session-info request.
 func (v *Vehicle) handshake(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, sir *universal.SessionInfoRequest, now time.Time, res result) (result, error) {
 	pub, err := ecdh.P256().NewPublicKey(sir.GetPublicKey())
 	if err != nil {
-		res.reply = faultReply(req, domain, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
-		res.rejection = universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER.String()
-		return res, nil
+		return res.refuse(req, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER)
 	}
 	k, err := v.sharedKeyFor(pub)
 	if err != nil {
@@ -325,11 +324,10 @@ func (v *Vehicle) handshake(req *universal.RoutableMessage, domain universal.Dom
 // runs it.
 func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, h *signatures.HMAC_Personalized_Signature_Data, payload []byte, f Fault, now time.Time, res result) (result, error) {
 	reject := func(code universal.MessageFault_E, k []byte) (result, error) {
-		res.rejection = code.String()
 		if k == nil {
-			res.reply = faultReply(req, domain, code)
-			return res, nil
+			return res.refuse(req, code)
 		}
+		res.rejection = code.String()
 		info := &signatures.SessionInfo{
 			Counter:   ds.counter,
 			PublicKey: v.priv.PublicKey().Bytes(),
