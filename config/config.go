@@ -61,6 +61,12 @@ type Config struct {
 	// system roots. Flag -upstream-ca, env TESLA_HTTP_PROXY_UPSTREAM_CA, YAML upstream_ca.
 	// Empty means the system roots only.
 	UpstreamCA string
+	// UpstreamMaxConns bounds the connections the proxy opens to one Fleet API host, a
+	// protection for its file descriptors: a request beyond it waits for a connection (counted
+	// by the metric tesla_proxy_upstream_conn_waiting). Over HTTP/2 one connection carries many
+	// requests at once, so the bound is rarely reached. Flag -upstream-max-conns, env
+	// TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS, YAML upstream_max_conns. Zero means no bound.
+	UpstreamMaxConns int
 
 	// CheckConfig reports whether to validate the settings and exit. Flag -check-config only.
 	// False means run the proxy.
@@ -189,6 +195,9 @@ var settings = []setting{
 	{"upstream-ca", "TESLA_HTTP_PROXY_UPSTREAM_CA", "upstream_ca", "path",
 		"extra CA bundle (PEM) trusted for the upstream",
 		func(c *Config) any { return &c.UpstreamCA }},
+	{"upstream-max-conns", "TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS", "upstream_max_conns", "int",
+		"most connections to one Fleet API host (requests beyond it wait); 0 means no bound",
+		func(c *Config) any { return &c.UpstreamMaxConns }},
 	{"check-config", "", "", "",
 		"validate the settings and exit",
 		func(c *Config) any { return &c.CheckConfig }},
@@ -777,6 +786,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxResponseBytes <= 0 {
 		bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+	}
+	if c.UpstreamMaxConns < 0 {
+		bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)
 	}
 	if c.CacheSize < 1 {
 		bad("cache-size", "is %d; give a number of vehicles of at least 1, such as %d", c.CacheSize, defaultCacheSize)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -19,10 +21,32 @@ type TransportOptions struct {
 	// ExtraCAFile names a PEM bundle trusted for the upstream in addition to the system roots.
 	// Empty means the system roots only.
 	ExtraCAFile string
+	// MaxConnsPerHost bounds the connections open to one Fleet API host (dialing, in use and
+	// idle). It is a protection for the proxy's file descriptors, not a way to pace requests: a
+	// request beyond it waits for a connection, and CountConnWaits reports how many do. Zero
+	// means no bound.
+	MaxConnsPerHost int
 }
+
+// idleConnTimeout is how long an unused upstream connection is kept. A burst's connections are
+// reused by the next burst within it; after it they close, so a quiet proxy holds none.
+const idleConnTimeout = 90 * time.Second
+
+// maxIdlePerHost is how many unused HTTP/1.1 connections to one host are kept for reuse (HTTP/2
+// needs a handful at most). It bounds the idle pool only, never the connections in use: dialing
+// again after a burst larger than this costs a handshake per connection, keeping them costs
+// about 40 KiB each.
+const maxIdlePerHost = 1024
 
 // NewTransport returns the one http.Transport the proxy uses for every upstream call: a clone of
 // http.DefaultTransport (so HTTPS_PROXY and NO_PROXY are honoured) with explicit timeouts.
+//
+// It speaks HTTP/2 to an upstream that offers it in ALPN (the Fleet API does), multiplexing
+// concurrent requests as streams of one connection and dialing another one when the server's
+// stream limit is reached, so no request waits behind another while the upstream has capacity.
+// To an upstream without h2 (a plain http:// loopback simulator, an HTTP/1.1-only server) it
+// speaks HTTP/1.1 over as many keep-alive connections as there are requests in flight. Setting
+// GODEBUG=http2client=0 forces HTTP/1.1 everywhere (the benchmark compares both that way).
 func NewTransport(o TransportOptions) (*http.Transport, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{
@@ -34,23 +58,25 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	t.TLSHandshakeTimeout = 5 * time.Second
 	t.ResponseHeaderTimeout = o.ResponseHeaderTimeout
 	t.ExpectContinueTimeout = time.Second
-	// HTTP/1.1 carries one request per connection at a time. Keep every connection a burst
-	// opened (closing the ones over an idle limit and dialing again on the next burst cost a TLS
-	// handshake per request: at 1,000 concurrent requests, twice the CPU per request), and beyond
-	// MaxConnsPerHost let requests wait for a free one rather than open more. Fleet API answers
-	// are small and quick, so a wait is short.
-	t.MaxConnsPerHost = 512
-	t.MaxIdleConnsPerHost = 512
-	t.MaxIdleConns = 1024
-	t.IdleConnTimeout = 90 * time.Second
+	t.MaxConnsPerHost = max(o.MaxConnsPerHost, 0)
+	t.MaxIdleConnsPerHost = maxIdlePerHost
+	if o.MaxConnsPerHost > 0 {
+		t.MaxIdleConnsPerHost = min(maxIdlePerHost, o.MaxConnsPerHost)
+	}
+	// No bound across hosts: the per-host figure and the idle timeout already bound the pool.
+	t.MaxIdleConns = 0
+	t.IdleConnTimeout = idleConnTimeout
 	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	// HTTP/1.1 to the Fleet API, over a pool of keep-alive connections: Go's HTTP/2 client
-	// multiplexes every request onto one connection through a single writer and reader, which
-	// under concurrent load cost more CPU per request than the whole rest of the proxy
-	// (measured with bench/: 175 µs per request through the in-process handler with HTTP/2,
-	// 86 µs with HTTP/1.1). The Fleet API serves both.
-	t.ForceAttemptHTTP2 = false
-	t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	t.Protocols = &protocols
+	t.HTTP2 = &http.HTTP2Config{
+		// A connection that has said nothing for 30 s gets a PING, and is dropped when that goes
+		// unanswered for 15 s, so requests are not sent into a connection a NAT has forgotten.
+		SendPingTimeout: 30 * time.Second,
+		PingTimeout:     15 * time.Second,
+	}
 	// Never add "Accept-Encoding: gzip" on the client's behalf: pass-through must send the
 	// client's headers as they came and return the body bytes as the Fleet API sent them.
 	t.DisableCompression = true
@@ -69,6 +95,50 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		t.TLSClientConfig.RootCAs = pool
 	}
 	return t, nil
+}
+
+// CountConnWaits wraps rt so that onWait(+1) is called when a request starts waiting for an
+// upstream connection (none idle: a dial, or the MaxConnsPerHost bound reached) and onWait(-1)
+// when it has one. Wrap the transport with it only when MaxConnsPerHost is set: without a bound
+// the only wait is a dial, and the trace costs an allocation per request.
+func CountConnWaits(rt http.RoundTripper, onWait func(delta float64)) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		w := &connWait{onWait: onWait}
+		resp, err := rt.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GetConn: w.get,
+			GotConn: w.got,
+		})))
+		w.done()
+		return resp, err
+	})
+}
+
+// connWait is one request's wait for a connection. An HTTP/2 request sent on a cached
+// connection reports GotConn without GetConn; done covers a request that failed before GotConn.
+type connWait struct {
+	onWait  func(float64)
+	mu      sync.Mutex
+	waiting bool
+}
+
+func (w *connWait) get(string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.waiting {
+		w.waiting = true
+		w.onWait(1)
+	}
+}
+
+func (w *connWait) got(httptrace.GotConnInfo) { w.done() }
+
+func (w *connWait) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waiting {
+		w.waiting = false
+		w.onWait(-1)
+	}
 }
 
 // dialFailed reports whether err happened before any byte of the request could have reached the

@@ -41,6 +41,7 @@ type Metrics struct {
 	cost       prometheus.Counter
 	handshakes prometheus.Counter
 	sessions   *prometheus.CounterVec
+	connWait   prometheus.Gauge
 }
 
 // New returns a Metrics with its own registry, including Go runtime and process collectors.
@@ -76,8 +77,12 @@ func New() *Metrics {
 			Name: "tesla_proxy_session_cache_total",
 			Help: "Signed commands by whether their vehicle session was already established (hit) or needed a handshake (miss).",
 		}, []string{"result"}),
+		connWait: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tesla_proxy_upstream_conn_waiting",
+			Help: "Requests waiting for an upstream connection (a dial in progress, or -upstream-max-conns reached). Counted only when -upstream-max-conns is set.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions,
+	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +110,10 @@ func (m *Metrics) Upstream(method, path string, status int) {
 		m.cost.Add(prices[cat])
 	}
 }
+
+// UpstreamConnWait adds delta to the requests waiting for an upstream connection; pass it to
+// forward.CountConnWaits.
+func (m *Metrics) UpstreamConnWait(delta float64) { m.connWait.Add(delta) }
 
 // Handshake records one session handshake.
 func (m *Metrics) Handshake() { m.handshakes.Inc() }

@@ -1,0 +1,230 @@
+package forward_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/teslaproxy/proxy/internal/forward"
+)
+
+// unsignedToken returns a JWT-shaped bearer token with the given claims (the proxy never checks
+// signatures; the Fleet API does).
+func unsignedToken(claims string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".c2lnbmF0dXJl"
+}
+
+// inFlight is more requests than any upstream pool default held at once: more than the 512
+// HTTP/1.1 connections the proxy used to cap itself at, and four times the 250 streams a Go
+// HTTP/2 server allows on one connection, so HTTP/2 must open more connections as streams run out.
+const inFlight = 1000
+
+// gate is an upstream handler that answers nobody until n requests are inside it at once. If the
+// proxy's transport made any request wait for another to finish (a connection cap, a stream limit
+// it respects by queueing), the count never reaches n and every request ends at the test's deadline.
+type gate struct {
+	n        int64
+	inside   atomic.Int64
+	peak     atomic.Int64
+	h2       atomic.Int64
+	open     chan struct{}
+	openOnce sync.Once
+}
+
+func newGate(n int64) *gate { return &gate{n: n, open: make(chan struct{})} }
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		g.h2.Add(1)
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	now := g.inside.Add(1)
+	defer g.inside.Add(-1)
+	for {
+		p := g.peak.Load()
+		if now <= p || g.peak.CompareAndSwap(p, now) {
+			break
+		}
+	}
+	if now >= g.n {
+		g.openOnce.Do(func() { close(g.open) })
+	}
+	select {
+	case <-g.open:
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"response":{"result":true,"reason":""}}`)
+}
+
+// TestRequestsInFlightReachTheUpstreamTogether sends inFlight requests at once through the
+// proxy's pass-through and its own-request client (Call) to an upstream that holds every one of
+// them until all are there: over HTTP/2 to a TLS upstream that offers h2, and over HTTP/1.1 to a
+// plain http:// loopback upstream. It asserts the count at the upstream, not any duration.
+func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tls    bool
+		wantH2 bool
+	}{
+		{"https upstream offering h2", true, true},
+		{"plain http loopback upstream", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGate(inFlight)
+			var base string
+			tr, err := forward.NewTransport(forward.TransportOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.Proxy = nil
+			if tc.tls {
+				ts := httptest.NewUnstartedServer(g)
+				ts.EnableHTTP2 = true
+				ts.StartTLS()
+				t.Cleanup(ts.Close)
+				roots := x509.NewCertPool()
+				roots.AddCert(ts.Certificate())
+				tr.TLSClientConfig.RootCAs = roots
+				base = ts.URL
+			} else {
+				ts := httptest.NewServer(g)
+				t.Cleanup(ts.Close)
+				base = ts.URL
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			up, err := url.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The deadline only ends a failing run (requests stuck behind a cap); nothing is
+			// asserted about how long anything took.
+			f, err := forward.New(forward.Options{Upstream: up, Transport: tr, Timeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			token := unsignedToken(`{"sub":"u1"}`)
+			tok, err := forward.ParseToken("Bearer " + token)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			var wg sync.WaitGroup
+			statuses := make([]int, inFlight)
+			for i := range inFlight {
+				wg.Go(func() {
+					path := fmt.Sprintf("/api/1/vehicles/%d/vehicle_data", i)
+					if i%2 == 0 {
+						req := httptest.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+						req.Header.Set("Authorization", "Bearer "+token)
+						rec := httptest.NewRecorder()
+						f.ServeHTTP(rec, req)
+						statuses[i] = rec.Code
+						return
+					}
+					reply, err := f.Call(forward.WithToken(ctx, tok), http.MethodPost,
+						fmt.Sprintf("/api/1/vehicles/%d/signed_command", i), []byte(`{"routable_message":""}`), nil)
+					if err != nil {
+						statuses[i] = -1
+						return
+					}
+					statuses[i] = reply.Status
+				})
+			}
+			wg.Wait()
+
+			if got := g.peak.Load(); got != inFlight {
+				t.Errorf("at most %d requests were at the upstream at once, want all %d", got, inFlight)
+			}
+			failed := 0
+			for _, s := range statuses {
+				if s != http.StatusOK {
+					failed++
+				}
+			}
+			if failed > 0 {
+				t.Errorf("%d of %d requests did not get the upstream's 200", failed, inFlight)
+			}
+			wantH2 := int64(0)
+			if tc.wantH2 {
+				wantH2 = inFlight
+			}
+			if got := g.h2.Load(); got != wantH2 {
+				t.Errorf("%d requests arrived over HTTP/2, want %d", got, wantH2)
+			}
+		})
+	}
+}
+
+// TestCountConnWaits checks that requests held back by MaxConnsPerHost are counted while they
+// wait and no longer once they have a connection.
+func TestCountConnWaits(t *testing.T) {
+	const n = 8
+	g := newGate(n)
+	ts := httptest.NewServer(g)
+	t.Cleanup(ts.Close)
+	tr, err := forward.NewTransport(forward.TransportOptions{MaxConnsPerHost: n / 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Proxy = nil
+	t.Cleanup(tr.CloseIdleConnections)
+	var waiting, peakWaiting atomic.Int64
+	var mu sync.Mutex
+	rt := forward.CountConnWaits(tr, func(d float64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w := waiting.Add(int64(d)); w > peakWaiting.Load() {
+			peakWaiting.Store(w)
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/x", nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp, err := rt.RoundTrip(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+	}
+	// With the bound at n/2 the gate never opens: n/2 requests are inside it and n/2 wait for
+	// a connection. Wait until that state is reached, then let everything go.
+	for g.inside.Load() < n/2 || waiting.Load() < n/2 {
+		select {
+		case <-t.Context().Done():
+			t.Fatal("test ended before the bound was reached")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if got := g.peak.Load(); got != n/2 {
+		t.Errorf("%d requests at the upstream at once with the bound at %d", got, n/2)
+	}
+	cancel()
+	wg.Wait()
+	if got := waiting.Load(); got != 0 {
+		t.Errorf("%d requests still counted as waiting after all ended", got)
+	}
+	if got := peakWaiting.Load(); got < n/2 {
+		t.Errorf("at most %d requests counted as waiting, want at least %d", got, n/2)
+	}
+}
