@@ -63,9 +63,16 @@ func MayHaveArrived(err error) bool {
 // Call sends a request the proxy built itself (a signed command, a signed telemetry config) to
 // the Fleet API chosen for the token in ctx (see WithToken), with the caller's Authorization, the
 // same 421 handling as pass-through and the configured timeout, and reads the answer, up to the
-// configured limit. header may be nil; Content-Type defaults to application/json.
+// configured limit. header may be nil; Content-Type defaults to application/json. The request's
+// User-Agent is the client's (from WithClientSlot) followed by the proxy's product token, unless
+// header sets one.
 func (f *Forwarder) Call(ctx context.Context, method, path string, body []byte, header http.Header) (*Reply, error) {
-	tok := TokenFrom(ctx)
+	slot, _ := ctx.Value(tokenKey).(*tokenSlot)
+	var tok *Token
+	var clientUA string
+	if slot != nil {
+		tok, clientUA = slot.tok, slot.userAgent
+	}
 	if tok == nil {
 		return nil, apierr.New(http.StatusUnauthorized, "missing_token", "This request needs an 'Authorization: Bearer <token>' header.")
 	}
@@ -88,6 +95,9 @@ func (f *Forwarder) Call(ctx context.Context, method, path string, body []byte, 
 	}
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{UserAgent(clientUA)}
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.Raw)
 	resp, err := f.roundTrip(req)

@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -154,14 +155,28 @@ type ctxKey int
 
 const tokenKey ctxKey = 0
 
-// tokenSlot holds one request's parsed token. It goes into the request's context once, empty, when
-// the request arrives (WithTokenSlot) and is filled when the token is parsed (SetToken), so the
-// hot path does not copy the request a second time just to carry the token.
-type tokenSlot struct{ tok *Token }
+// tokenSlot holds what the proxy learns about one client request and needs again when it sends
+// requests upstream on its behalf. It goes into the request's context once, when the request
+// arrives (WithClientSlot), and its token is filled when parsed (SetToken), so the hot path does
+// not copy the request a second time just to carry the token.
+type tokenSlot struct {
+	tok *Token
+	// userAgent is the client's User-Agent header ("" when it sent none).
+	userAgent string
+	// built reports whether a request passed through with this context is one the proxy makes
+	// on the client's behalf (a REST command fallback, a wake-up), not a pass-through.
+	built bool
+}
 
 // WithTokenSlot returns a context with an empty token slot, for SetToken to fill later.
 func WithTokenSlot(ctx context.Context) context.Context {
 	return context.WithValue(ctx, tokenKey, &tokenSlot{})
+}
+
+// WithClientSlot is WithTokenSlot that also records the client's User-Agent, which requests the
+// proxy builds itself carry ahead of the proxy's own product token (see UserAgent).
+func WithClientSlot(ctx context.Context, userAgent string) context.Context {
+	return context.WithValue(ctx, tokenKey, &tokenSlot{userAgent: userAgent})
 }
 
 // SetToken puts tok in the slot of ctx and reports whether there was one.
@@ -178,12 +193,44 @@ func WithToken(ctx context.Context, tok *Token) context.Context {
 	return context.WithValue(ctx, tokenKey, &tokenSlot{tok: tok})
 }
 
+// MarkBuilt records in ctx that requests ServeHTTP sends with it are built by the proxy on the
+// client's behalf (the signer's REST fallbacks and wake-ups), so their User-Agent becomes the
+// client's followed by the proxy's product token, as Call does. It returns ctx, or a new context
+// when ctx had no slot.
+func MarkBuilt(ctx context.Context) context.Context {
+	if s, ok := ctx.Value(tokenKey).(*tokenSlot); ok {
+		s.built = true
+		return ctx
+	}
+	return context.WithValue(ctx, tokenKey, &tokenSlot{built: true})
+}
+
 // TokenFrom returns the token stored by WithToken or SetToken, or nil.
 func TokenFrom(ctx context.Context) *Token {
 	if s, ok := ctx.Value(tokenKey).(*tokenSlot); ok {
 		return s.tok
 	}
 	return nil
+}
+
+// product is the proxy's own User-Agent product token, "tesla-proxy/VERSION".
+var product = sync.OnceValue(func() string {
+	v := "dev"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "tesla-proxy/" + v
+})
+
+// UserAgent returns the User-Agent of a request the proxy builds for a client that sent
+// clientUA: the client's product list followed by the proxy's product token (RFC 9110 §10.1.5),
+// or the proxy's token alone when the client sent none. Tesla's logs and the app's support can
+// then tell both whose request it was and that it went through this proxy.
+func UserAgent(clientUA string) string {
+	if clientUA == "" {
+		return product()
+	}
+	return clientUA + " " + product()
 }
 
 // ServeHTTP passes a request through to the Fleet API unchanged and streams the answer back.
@@ -232,7 +279,11 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
-	tok := TokenFrom(pr.In.Context())
+	slot, _ := pr.In.Context().Value(tokenKey).(*tokenSlot)
+	var tok *Token
+	if slot != nil {
+		tok = slot.tok
+	}
 	// SetURL joins the target's empty path with the escaped incoming path, so the path arrives
 	// exactly as the client wrote it, and clears Out.Host, so Host is the Fleet API host whatever
 	// the client's Host header said.
@@ -250,8 +301,12 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 		}
 		pr.Out.Header.Set("X-Forwarded-For", ip)
 	}
-	// Go's client adds a User-Agent when none is set; an app that sent none keeps sending none.
-	if _, ok := pr.In.Header["User-Agent"]; !ok {
+	switch _, ok := pr.In.Header["User-Agent"]; {
+	case slot != nil && slot.built:
+		// A request the proxy makes on the client's behalf says so, after the client's own name.
+		pr.Out.Header["User-Agent"] = []string{UserAgent(pr.In.Header.Get("User-Agent"))}
+	case !ok:
+		// Go's client adds a User-Agent when none is set; an app that sent none keeps sending none.
 		pr.Out.Header["User-Agent"] = nil
 	}
 }

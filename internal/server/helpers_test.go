@@ -31,6 +31,7 @@ type envOptions struct {
 	idle      time.Duration         // pass-through idle timeout
 	logger    *zap.Logger           // nil = zaptest logger
 	telemetry func(*forward.Forwarder) http.Handler
+	commands  func(*forward.Forwarder) http.Handler
 	observe   func(route string, status int, seconds float64)
 }
 
@@ -55,6 +56,9 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	deps.Observe = o.observe
 	if o.telemetry != nil {
 		deps.Telemetry = o.telemetry(fwd)
+	}
+	if o.commands != nil {
+		deps.Commands = o.commands(fwd)
 	}
 	// Serve with the same hardened http.Server settings the proxy runs with.
 	ts, pool := testenv.StartServerTLS(t, server.NewHTTPServer(server.Options{Handler: server.NewRouter(deps), Logger: log, UpstreamTimeout: o.timeout}))

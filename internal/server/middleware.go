@@ -113,8 +113,9 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 		start := time.Now()
 		ri := &reqInfo{id: newID(), route: RouteRejected}
 		// One copy of the request for everything the handlers below record: the access log's
-		// notes and the token slot.
-		r = r.WithContext(forward.WithTokenSlot(context.WithValue(r.Context(), infoKey{}, ri)))
+		// notes and the token slot (with the client's User-Agent, for the requests the proxy
+		// builds on its behalf).
+		r = r.WithContext(forward.WithClientSlot(context.WithValue(r.Context(), infoKey{}, ri), r.Header.Get("User-Agent")))
 		sw := &statusWriter{ResponseWriter: w}
 		if inFlight != nil {
 			inFlight(1)

@@ -88,7 +88,7 @@ func NewRouter(d Deps) http.Handler {
 		r.Handle(PathTelemetry, routeClass(RouteTelemetry, requireToken(d.Forward, methods(d.Telemetry, http.MethodPost))))
 	}
 	if d.Commands != nil {
-		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(d.Commands, http.MethodPost))))
+		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(built(d.Commands), http.MethodPost))))
 	}
 	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward))
 	catchAll := r.PathPrefix("/").Handler(passThrough)
@@ -98,6 +98,18 @@ func NewRouter(d Deps) http.Handler {
 		h = allowOnly(d.AllowNets, h)
 	}
 	return accessLog(log, d.Observe, d.InFlight, recoverPanics(log, h))
+}
+
+// built marks every request that h sends through the Forwarder as one the proxy builds on the
+// client's behalf (see forward.MarkBuilt): the command route passes nothing through unchanged;
+// what it forwards (a REST fallback, a wake-up) is its own request.
+func built(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ctx := forward.MarkBuilt(r.Context()); ctx != r.Context() {
+			r = r.WithContext(ctx)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func health(w http.ResponseWriter, _ *http.Request) {
