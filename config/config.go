@@ -92,7 +92,7 @@ type Config struct {
 	// sessions are kept in memory only.
 	SessionCache string
 	// CacheSize is the largest number of vehicles whose sessions are kept, at least 1. Flag
-	// -cache-size, env TESLA_HTTP_PROXY_CACHE_SIZE, YAML cache_size; default 10000. Zero is
+	// -cache-size, env TESLA_HTTP_PROXY_CACHE_SIZE, YAML cache_size; default 1,000,000. Zero is
 	// invalid.
 	CacheSize int
 	// ClientCA is a CA bundle (PEM); when set, every client must present a certificate signed
@@ -127,7 +127,7 @@ const (
 	defaultDevDir          = ".dev"
 	defaultMaxBodyBytes    = 1 << 20 // 1 MiB: a command or telemetry config is a few KiB
 	defaultMaxResponse     = 1 << 20 // 1 MiB: a signed_command reply is well under 1 KiB
-	defaultCacheSize       = 10000
+	defaultCacheSize       = 1_000_000
 	defaultShutdownTimeout = 15 * time.Second
 )
 

@@ -87,7 +87,7 @@ func TestDefaults(t *testing.T) {
 		DevDir:           ".dev",
 		MaxBodyBytes:     1048576,
 		MaxResponseBytes: 1048576,
-		CacheSize:        10000,
+		CacheSize:        1_000_000,
 		ShutdownTimeout:  15 * time.Second,
 	}
 	if diff := cmp.Diff(want, Defaults()); diff != "" {
@@ -434,7 +434,7 @@ func TestHelp(t *testing.T) {
 					t.Errorf("usage does not name %s", s.env)
 				}
 			}
-			for _, want := range []string{"default 4443", `default "localhost"`, "default 10s", "default 15s", "default 1048576", "default 10000", `default ".dev"`} {
+			for _, want := range []string{"default 4443", `default "localhost"`, "default 10s", "default 15s", "default 1048576", "default 1000000", `default ".dev"`} {
 				if !strings.Contains(usage, want) {
 					t.Errorf("usage does not contain %q:\n%s", want, usage)
 				}

@@ -146,7 +146,7 @@ func TestDevModeAsAUserRunsIt(t *testing.T) {
 	if out := third.curl(t, third.curls[0]); !strings.Contains(out, `"result":true`) {
 		t.Errorf("over a corrupt session file, command line answered %s", out)
 	}
-	if !strings.Contains(third.p.stderr(), "session cache is not valid") {
+	if !strings.Contains(third.p.stderr(), "not valid JSON session data") {
 		t.Errorf("no warning about the corrupt session file:\n%s", third.p.stderr())
 	}
 	third.p.signal(t, os.Interrupt)

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
@@ -76,50 +75,43 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		return err
 	}
 	m := metrics.New()
-	// Sessions survive restarts: load what an earlier run saved, write back soon after changes
-	// and at shutdown. a is set below, before any command can change a session.
-	var a *app.App
-	var saver *sessions.Writer
-	seed := sessions.Load(cfg.SessionCache, log)
-	onChange := func() {}
-	if cfg.SessionCache != "" {
-		saver = sessions.NewWriter(cfg.SessionCache, 0, func() *cache.SessionCache { return a.Signer.Sessions() }, log.Named("sessions"))
-		onChange = saver.Changed
+	// Sessions survive restarts: the store reads what an earlier run saved and writes what
+	// changes. It is closed last, after the server has finished every command, so the final
+	// write holds every session.
+	store, err := sessions.Open(sessions.Options{Path: cfg.SessionCache, Size: cfg.CacheSize, Logger: log.Named("sessions")})
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
+		}
+	}()
 	var metricsOnMain http.Handler
 	if cfg.MetricsAddr == "" {
 		metricsOnMain = m.Handler()
 	}
-	a, err = app.New(app.Options{
-		Key:               key,
-		Upstream:          upstream,
-		Transport:         transport,
-		Timeout:           cfg.Timeout,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		MaxResponseBytes:  cfg.MaxResponseBytes,
-		CacheSize:         cfg.CacheSize,
-		Sessions:          seed,
-		OnSessionsChanged: onChange,
-		OnUpstream:        m.Upstream,
-		OnHandshake:       m.Handshake,
-		OnSession:         m.Session,
-		AllowNets:         rt.Allow,
-		Metrics:           metricsOnMain,
-		Observe:           m.Observe,
-		InFlight:          m.InFlight,
-		Logger:            log,
+	a, err := app.New(app.Options{
+		Key:              key,
+		Upstream:         upstream,
+		Transport:        transport,
+		Timeout:          cfg.Timeout,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxResponseBytes: cfg.MaxResponseBytes,
+		Sessions:         store,
+		OnUpstream:       m.Upstream,
+		OnHandshake:      m.Handshake,
+		OnSession:        m.Session,
+		AllowNets:        rt.Allow,
+		Metrics:          metricsOnMain,
+		Observe:          m.Observe,
+		InFlight:         m.InFlight,
+		Logger:           log,
 	})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if saver != nil {
-		defer func() {
-			if err := saver.Close(); err != nil {
-				log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
-			}
-		}()
-	}
 	handler := a.Handler
 	if cfg.MetricsAddr != "" {
 		if err := serveMetrics(ctx, cfg.MetricsAddr, m.Handler(), log); err != nil {

@@ -11,13 +11,13 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
 	"github.com/teslaproxy/proxy/internal/server"
+	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/signer"
 )
 
@@ -35,12 +35,12 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxResponseBytes bounds upstream answers the proxy reads itself.
 	MaxResponseBytes int64
-	// CacheSize bounds the vehicles whose sessions are kept.
+	// Sessions holds the cars' session records; nil means a memory store of CacheSize cars,
+	// closed by Close.
+	Sessions *sessions.Store
+	// CacheSize bounds the vehicles whose sessions are kept when Sessions is nil; zero means
+	// sessions.DefaultSize.
 	CacheSize int
-	// Sessions are sessions restored from an earlier run, or nil.
-	Sessions *cache.SessionCache
-	// OnSessionsChanged is called after commands that may have changed sessions, or nil.
-	OnSessionsChanged func()
 	// Metrics, when not nil, serves /metrics on the main listener.
 	Metrics http.Handler
 	// OnHandshake is told about every session handshake; OnSession whether each signed command
@@ -66,6 +66,8 @@ type App struct {
 	Signer  *signer.Signer
 	// PublicKeyPEM is the command key's public half in PEM.
 	PublicKeyPEM []byte
+
+	ownStore *sessions.Store
 }
 
 // New assembles the proxy. It registers the Tesla.SS256 JWS method with golang-jwt.
@@ -87,17 +89,22 @@ func New(o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	store, ownStore := o.Sessions, false
+	if store == nil {
+		if store, err = sessions.Open(sessions.Options{Size: o.CacheSize}); err != nil {
+			return nil, err
+		}
+		ownStore = true
+	}
 	sg, err := signer.New(signer.Options{
-		Key:               o.Key,
-		Forward:           fwd,
-		Timeout:           o.Timeout,
-		MaxBodyBytes:      o.MaxBodyBytes,
-		CacheSize:         o.CacheSize,
-		Sessions:          o.Sessions,
-		OnSessionsChanged: o.OnSessionsChanged,
-		OnHandshake:       o.OnHandshake,
-		OnSession:         o.OnSession,
-		Logger:            log,
+		Key:          o.Key,
+		Forward:      fwd,
+		Timeout:      o.Timeout,
+		MaxBodyBytes: o.MaxBodyBytes,
+		Store:        store,
+		OnHandshake:  o.OnHandshake,
+		OnSession:    o.OnSession,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, err
@@ -117,11 +124,20 @@ func New(o Options) (*App, error) {
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 	})
-	return &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}, nil
+	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
+	if ownStore {
+		a.ownStore = store
+	}
+	return a, nil
 }
 
-// Close releases the signer's vehicles.
-func (a *App) Close() { a.Signer.Close() }
+// Close releases what New made. A store passed in Options.Sessions is the caller's to close.
+func (a *App) Close() {
+	a.Signer.Close()
+	if a.ownStore != nil {
+		_ = a.ownStore.Close()
+	}
+}
 
 // PublicKeyPEM returns the PKIX PEM of a command key's public half, as Tesla expects it at
 // /.well-known/appspecific/com.tesla.3p.public-key.pem.

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/teslamotors/vehicle-command/pkg/connector"
+	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/signatures"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
 // conn is our connector.Connector: it carries one VIN's protocol messages to the Fleet API's
@@ -29,6 +31,54 @@ type conn struct {
 	once    sync.Once
 	closed  chan struct{}
 	counter *counters
+
+	mu sync.Mutex
+	// infos are the session infos the vehicle sent during this command, in arrival order.
+	infos []seenInfo
+}
+
+// seenInfo is a session info as it arrived: the vehicle's clock, and the local time zero it
+// implies (arrival time minus the clock), computed the way the library computes it.
+type seenInfo struct {
+	domain   sessions.Domain
+	epoch    [16]byte
+	clock    uint32
+	timeZero int64
+}
+
+// lastInfo returns the latest session info seen from domain d with the given epoch whose time
+// zero passes fits.
+func (c *conn) lastInfo(d sessions.Domain, epoch [16]byte, fits func(int64) bool) (seenInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.infos) - 1; i >= 0; i-- {
+		if in := c.infos[i]; in.domain == d && in.epoch == epoch && fits(in.timeZero) {
+			return in, true
+		}
+	}
+	return seenInfo{}, false
+}
+
+// note keeps the session info carried by m, if any, received at at.
+func (c *conn) note(m *universal.RoutableMessage, at time.Time) {
+	raw := m.GetSessionInfo()
+	if raw == nil {
+		return
+	}
+	var info signatures.SessionInfo
+	if proto.Unmarshal(raw, &info) != nil || len(info.GetEpoch()) != 16 {
+		return
+	}
+	d, ok := sessions.FromProtocolDomain(int(m.GetFromDestination().GetDomain()))
+	if !ok {
+		return
+	}
+	in := seenInfo{domain: d, clock: info.GetClockTime(),
+		timeZero: at.Add(-time.Duration(info.GetClockTime()) * time.Second).UnixNano()}
+	copy(in.epoch[:], info.GetEpoch())
+	c.mu.Lock()
+	c.infos = append(c.infos, in)
+	c.mu.Unlock()
 }
 
 // counters are the upstream calls a signer made, by kind.
@@ -119,15 +169,22 @@ func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	if err := json.Unmarshal(reply.Body, &answer); err != nil || answer.Response == nil {
 		return &upstreamError{invalid: "the Fleet API's signed_command answer is not {\"response\":\"<base64>\"}", mayHaveArrived: true, handshake: handshake}
 	}
+	at := time.Now()
 	msg, err := base64.StdEncoding.DecodeString(*answer.Response)
 	if err != nil {
 		return &upstreamError{invalid: "the Fleet API's signed_command answer is not valid base64", mayHaveArrived: true, handshake: handshake}
 	}
-	// Refuse what the dispatcher would silently drop, so the app gets a 502 now instead of a
-	// timeout later.
-	if err := proto.Unmarshal(msg, new(universal.RoutableMessage)); err != nil {
+	// Refuse what the dispatcher would silently drop (an empty answer, one that does not say
+	// where it came from), so the app gets a 502 now instead of a handshake loop and a timeout
+	// later.
+	var m universal.RoutableMessage
+	if len(msg) == 0 {
+		return &upstreamError{invalid: "the Fleet API's signed_command answer is empty", mayHaveArrived: true, handshake: handshake}
+	}
+	if err := proto.Unmarshal(msg, &m); err != nil || m.GetFromDestination() == nil {
 		return &upstreamError{invalid: "the vehicle's answer is not a valid protocol message", mayHaveArrived: true, handshake: handshake}
 	}
+	c.note(&m, at)
 	select {
 	case c.recv <- msg:
 		return nil

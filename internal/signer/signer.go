@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	verrors "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/errors"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
 // Options configures a Signer.
@@ -34,14 +34,12 @@ type Options struct {
 	Timeout time.Duration
 	// MaxBodyBytes bounds the request body (413 above it). Zero means 1 MiB.
 	MaxBodyBytes int64
-	// CacheSize bounds how many vehicles' sessions are kept. Zero means 10,000.
-	CacheSize int
-	// Sessions, when not nil, holds sessions saved by an earlier run; vehicles in it need no
-	// handshake.
-	Sessions *cache.SessionCache
-	// OnSessionsChanged, when not nil, is called after a command that may have changed session
-	// state (a handshake, a counter), so the caller can persist Sessions soon. It must not block.
-	OnSessionsChanged func()
+	// Store holds the cars' session records (and persists them, if it has a file). Nil means a
+	// memory store of sessions.DefaultSize cars.
+	Store *sessions.Store
+	// KeySessions bounds how many cars keep their derived session key in memory, so that a
+	// command to them needs no ECDH. Zero means 10,000.
+	KeySessions int
 	// OnHandshake, when not nil, is called for every session handshake sent upstream.
 	OnHandshake func()
 	// OnSession, when not nil, is told for every signed command whether its vehicle session was
@@ -56,11 +54,13 @@ type Signer struct {
 	fwd     *forward.Forwarder
 	timeout time.Duration
 	maxBody int64
-	changed func()
 	// onSession is told whether each signed command found its session ready.
 	onSession func(ready bool)
 	log       *zap.Logger
-	pool      *pool
+	key       derivationCounter
+	store     *sessions.Store
+	ownStore  bool
+	locks     vinLocks
 	counters  counters
 }
 
@@ -69,7 +69,7 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, changed: o.OnSessionsChanged, onSession: o.OnSession, log: o.Logger}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store}
 	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
@@ -81,7 +81,14 @@ func New(o Options) (*Signer, error) {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("signer")
-	s.pool = newPool(o.Key, o.Forward, o.CacheSize, o.Sessions, &s.counters)
+	s.key = newSessionKeys(o.Key, o.KeySessions)
+	if s.store == nil {
+		st, err := sessions.Open(sessions.Options{})
+		if err != nil {
+			return nil, err
+		}
+		s.store, s.ownStore = st, true
+	}
 	return s, nil
 }
 
@@ -91,18 +98,29 @@ type Stats struct {
 	Handshakes int64
 	// Commands is the number of signed commands sent (re-syncs included).
 	Commands int64
+	// KeyDerivations is the number of ECDH derivations of a car's session key: one per
+	// handshake, and one per command to a car whose derived key was not kept in memory.
+	KeyDerivations int64
+	// Busy is the number of VINs with a command running or waiting.
+	Busy int
 }
 
 // Stats returns the counts so far.
 func (s *Signer) Stats() Stats {
-	return Stats{Handshakes: s.counters.handshakes.Load(), Commands: s.counters.commands.Load()}
+	return Stats{Handshakes: s.counters.handshakes.Load(), Commands: s.counters.commands.Load(),
+		KeyDerivations: s.key.count(), Busy: s.locks.held()}
 }
 
-// Sessions returns a snapshot of every vehicle's session state, for persisting.
-func (s *Signer) Sessions() *cache.SessionCache { return s.pool.sessions() }
+// Store returns the store holding the cars' session records.
+func (s *Signer) Store() *sessions.Store { return s.store }
 
-// Close stops every vehicle's dispatcher. The Signer must not be used afterwards.
-func (s *Signer) Close() { s.pool.close() }
+// Close releases what the Signer holds. Commands do not keep anything running between them,
+// so there is nothing to stop; a store the Signer opened itself (memory only) is closed.
+func (s *Signer) Close() {
+	if s.ownStore {
+		_ = s.store.Close()
+	}
+}
 
 // ServeHTTP implements http.Handler.
 func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -150,19 +168,19 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	// Refuse bad parameters before queueing behind the vehicle's other commands: they cost
 	// nothing upstream and the app should not wait to hear about them. A vehicle without the
 	// protocol gets its REST command as the app wrote it, for the Fleet API to judge.
-	if !s.pool.legacy(vin) {
+	if rec, _ := s.store.Peek(vin); !rec.Legacy {
 		if err := checkParams(name, params); err != nil {
 			return err
 		}
 	}
-	c, err := s.lock(r.Context(), vin)
+	l, err := s.lock(r.Context(), vin)
 	if err != nil {
 		return err
 	}
-	defer c.release()
-	c.lastUsed = time.Now()
+	defer s.locks.unlock(vin, l)
 
-	if c.legacy.Load() {
+	rec, _ := s.store.Get(vin)
+	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
@@ -179,38 +197,30 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	if err != nil {
 		return err
 	}
-	v, err := s.pool.vehicle(ctx, c)
-	if err != nil {
-		return err
-	}
-	err = s.run(ctx, v, name, action)
+	err = s.run(ctx, vin, &rec, name, action)
 	var ue *upstreamError
 	if errors.As(err, &ue) && ue.gaveUp {
-		// Every try was rejected with a fault, so nothing ran. The saved session is beyond
+		// Every try was rejected with a fault, so nothing ran. The stored session is beyond
 		// repair (say the vehicle's key changed): start over with a fresh handshake, once.
 		s.log.Warn("vehicle kept rejecting its session; starting a new one", zap.String("vin", vin))
-		s.pool.reset(c)
-		if v, err = s.pool.vehicle(ctx, c); err != nil {
-			return err
-		}
+		rec.Sessions = [len(rec.Sessions)]sessions.Session{}
 		st.sends.Store(0)
-		err = s.run(ctx, v, name, action)
+		err = s.run(ctx, vin, &rec, name, action)
 		ue = nil
 	}
 	if s.onSession != nil {
 		s.onSession(st.handshakes.Load() == 0)
 	}
-	if s.changed != nil {
-		s.changed()
-	}
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
 		// The vehicle predates the protocol: remember that and send the REST command as the
 		// app wrote it.
-		c.legacy.Store(true)
+		rec.Legacy = true
+		s.store.Put(vin, rec)
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
+	s.store.Put(vin, rec)
 	switch {
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
@@ -232,26 +242,20 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 }
 
-// lock returns vin's car with its lock held. Waiting for the vehicle's other commands is bounded
-// by the same deadline as a command, and ends when the client leaves.
-func (s *Signer) lock(ctx context.Context, vin string) (*car, error) {
+// lock takes vin's lock. Waiting for the vehicle's other commands is bounded by the same
+// deadline as a command, and ends when the client leaves.
+func (s *Signer) lock(ctx context.Context, vin string) (*vinLock, error) {
 	lockCtx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	for {
-		c := s.pool.get(vin)
-		if err := c.acquire(lockCtx); err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, apierr.Wrap(err, http.StatusServiceUnavailable, "vehicle_busy",
-				"Other commands to this vehicle are still running; try again shortly.")
+	l, err := s.locks.lock(lockCtx, vin)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		if !c.evicted {
-			return c, nil
-		}
-		// Dropped from the pool while we waited: the VIN has (or will get) a new car.
-		c.release()
+		return nil, apierr.Wrap(err, http.StatusServiceUnavailable, "vehicle_busy",
+			"Other commands to this vehicle are still running; try again shortly.")
 	}
+	return l, nil
 }
 
 // refusalReason is the vehicle's reason as the REST API words it ("not_charging"), without the
@@ -279,18 +283,33 @@ type refusalBody struct {
 	Reason string `json:"reason"`
 }
 
-// run opens a session with the command's domain if there is none, then runs the action. Should
-// the library refuse for want of a session in the other domain (nothing was sent), it opens that
-// one and runs the action once more.
-func (s *Signer) run(ctx context.Context, v *vehicle.Vehicle, name string, action func(*vehicle.Vehicle) error) error {
+// run builds a signer for vin from rec's session for the command's domain, opens a session with
+// that domain if there is none, runs the action, and writes the sessions back into rec. Should
+// the library refuse for want of a session in the other domain (nothing was sent), it loads or
+// opens that one too and runs the action once more.
+func (s *Signer) run(ctx context.Context, vin string, rec *sessions.Record, name string, action func(*vehicle.Vehicle) error) error {
 	domain := domainOf(name)
+	cn := newConn(vin, s.fwd, &s.counters)
+	v, err := s.open(ctx, cn, rec, storeDomain(domain))
+	if err != nil {
+		return err
+	}
+	defer v.Disconnect()
+	defer capture(v, cn, rec)
 	if err := v.StartSession(ctx, []universal.Domain{domain}); err != nil {
 		return err
 	}
-	err := action(v)
+	err = action(v)
 	if errors.Is(err, protocol.ErrNoSession) {
 		s.log.Warn("command needed the other domain; opening a session there", zap.String("command", name))
-		if err := v.StartSession(ctx, []universal.Domain{otherDomain(domain)}); err != nil {
+		other := otherDomain(domain)
+		if rec.Sessions[storeDomain(other)].Usable(time.Now()) {
+			// Keep what the first domain did, then load both.
+			capture(v, cn, rec)
+			if err := v.LoadCachedSessions(entries(vin, rec, time.Now(), storeDomain(domain), storeDomain(other))); err != nil {
+				return err
+			}
+		} else if err := v.StartSession(ctx, []universal.Domain{other}); err != nil {
 			return err
 		}
 		err = action(v)

@@ -24,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -36,6 +35,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
+	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
 // Options shape an Env. The zero value is usable.
@@ -48,8 +48,9 @@ type Options struct {
 	Timeout time.Duration
 	// MaxBodyBytes bounds bodies the proxy reads (default 1 MiB).
 	MaxBodyBytes int64
-	// Sessions restores saved sessions into the proxy.
-	Sessions *cache.SessionCache
+	// Sessions, when not nil, is the proxy's session store (the test closes it); nil means a
+	// fresh memory store.
+	Sessions *sessions.Store
 	// Logger is the proxy's logger; nil means a zaptest logger at info level.
 	Logger *zap.Logger
 	// Sim, when not nil, is used instead of a new simulator.
