@@ -91,6 +91,12 @@ func answer(ctx context.Context, err error) error {
 		return apierr.Wrap(err, ae.Code, ae.Word, msg)
 	case errors.Is(err, protocol.ErrBusy):
 		return apierr.Wrap(err, http.StatusServiceUnavailable, "vehicle_busy", "The vehicle is busy; try again shortly.")
+	case protocol.MayHaveSucceeded(err):
+		// The vehicle got the command, and may have carried it out, but its answer could not
+		// be read (too large for the channel, or without the payload it should carry). Say so
+		// exactly as for a Fleet API failure after sending, so the app does not resend it.
+		return apierr.Wrap(err, http.StatusBadGateway, "upstream_error_after_send",
+			"The vehicle's answer could not be read ("+shorten(err.Error())+"). The command may have been carried out; check the vehicle before sending it again.")
 	default:
 		var rme *protocol.RoutableMessageError
 		if errors.As(err, &rme) {

@@ -60,6 +60,9 @@ func entries(vin string, rec *sessions.Record, now time.Time, domains ...session
 // open builds a vehicle for one command from rec's sessions of the given domains, and starts its
 // dispatcher. The caller must call v.Disconnect.
 func (s *Signer) open(ctx context.Context, cn *conn, rec *sessions.Record, domains ...sessions.Domain) (*vehicle.Vehicle, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	v, err := vehicle.NewVehicle(cn, s.key, entries(cn.vin, rec, time.Now(), domains...))
 	if err != nil {
 		// A stored session the library cannot load (a car key that is not on the curve, say) is
@@ -68,7 +71,11 @@ func (s *Signer) open(ctx context.Context, cn *conn, rec *sessions.Record, domai
 			return nil, err
 		}
 	}
-	if err := v.Connect(ctx); err != nil {
+	// Connect starts the dispatcher's goroutine and waits until it runs. It must not give up
+	// early: if it returned on a done context before the goroutine had registered itself,
+	// Disconnect would find nothing to stop and the goroutine would run forever (issue 19,
+	// defect 3). Waiting costs nothing, since the goroutine needs no outside event to start.
+	if err := v.Connect(context.WithoutCancel(ctx)); err != nil {
 		v.Disconnect()
 		return nil, err
 	}

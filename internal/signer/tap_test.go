@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
@@ -137,19 +138,32 @@ func startTapped(t *testing.T, vehicles, cacheSize int) (*testenv.Env, *wiretap)
 	t.Helper()
 	key := testenv.NewKey(t)
 	sim := fleetsim.New(fleetsim.Options{})
-	var vins []string
 	for i := range vehicles {
-		vins = append(vins, fleetsim.NewTestVIN(i))
-		sim.AddVehicle(vins[i], testenv.PublicKey(t, key))
+		sim.AddVehicle(fleetsim.NewTestVIN(i), testenv.PublicKey(t, key))
 	}
 	tap := &wiretap{h: sim}
-	simTS, simPool := testenv.StartTLS(t, tap)
+	return startBehind(t, key, sim, tap, cacheSize), tap
+}
+
+// startBehind starts a proxy whose Fleet API is front (which passes what it does not change to
+// sim), keeping at most cacheSize cars' sessions (0 means the default).
+func startBehind(t *testing.T, key protocol.ECDHPrivateKey, sim *fleetsim.Server, front http.Handler, cacheSize ...int) *testenv.Env {
+	t.Helper()
+	var vins []string
+	for i := 0; sim.Vehicle(fleetsim.NewTestVIN(i)) != nil; i++ {
+		vins = append(vins, fleetsim.NewTestVIN(i))
+	}
+	simTS, simPool := testenv.StartTLS(t, front)
 	up, err := url.Parse(simTS.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	size := 0
+	if len(cacheSize) > 0 {
+		size = cacheSize[0]
+	}
 	tr := testenv.UpstreamTransport(t, 5*time.Second, simPool)
-	a, err := app.New(app.Options{Key: key, Upstream: up, Transport: tr, Timeout: 5 * time.Second, CacheSize: cacheSize, Logger: zaptest.NewLogger(t)})
+	a, err := app.New(app.Options{Key: key, Upstream: up, Transport: tr, Timeout: 5 * time.Second, CacheSize: size, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,5 +174,5 @@ func startTapped(t *testing.T, vehicles, cacheSize int) (*testenv.Env, *wiretap)
 	return &testenv.Env{
 		Sim: sim, SimURL: simTS.URL, App: a, URL: proxyTS.URL, Client: client, Key: key, VINs: vins,
 		Token: testenv.Token(t, map[string]any{"sub": "test-user", "aud": []any{"https://" + forward.HostNA}, "ou_code": "NA"}),
-	}, tap
+	}
 }
