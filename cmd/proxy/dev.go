@@ -30,6 +30,15 @@ import (
 // devVehicles is how many simulated vehicles the dev mode enrolls its key on.
 const devVehicles = 3
 
+// devLatency is the simulator's answer time in dev mode, so an app developer sees the timing of
+// the real Fleet API rather than a loopback's microseconds: reads in about 200 ms, commands (and
+// session handshakes) in about 400 ms as they wait for the car, wake-up calls in about a second.
+// devLatencyEnv, when set, replaces it (fleetsim.ParseLatency's syntax; "0" for none).
+const (
+	devLatency    = "data=200ms±50ms,commands=400ms±100ms,wakes=1s±200ms,other=200ms±50ms"
+	devLatencyEnv = "TESLA_HTTP_PROXY_DEV_LATENCY"
+)
+
 // Files the dev mode keeps in its folder (git ignores it). They are made once and reused, so a
 // CA trusted once stays trusted.
 const (
@@ -80,7 +89,15 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 	if err != nil {
 		return cfg, nil, fmt.Errorf("dev mode: simulator identity: %w", err)
 	}
-	sim := fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Seed: ident.Seed, BootTime: ident.Boot})
+	latencySetting := devLatency
+	if v, ok := os.LookupEnv(devLatencyEnv); ok {
+		latencySetting = v
+	}
+	latency, err := fleetsim.ParseLatency(latencySetting)
+	if err != nil {
+		return cfg, nil, fmt.Errorf("dev mode: %s: %w", devLatencyEnv, err)
+	}
+	sim := fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Seed: ident.Seed, BootTime: ident.Boot, Latency: latency})
 	var vins []string
 	for i := 0; i < devVehicles; i++ {
 		vin := fleetsim.NewTestVIN(i)
@@ -125,6 +142,8 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 		fmt.Fprintf(w, `
 Dev mode: the proxy signs with %s and talks to a simulated Fleet API at %s
 (vehicles %s; simulator counters at %s/sim/stats).
+The simulator answers with the Fleet API's typical latency: %s
+(set %s, such as 0 or commands=1s, to change it).
 
 Trust this CA in your app: %s
 
@@ -139,7 +158,7 @@ A fleet telemetry config (signed by the proxy):
 A pass-through call:
   %s %s/api/1/vehicles
 
-`, cfg.KeyFile, simURL, strings.Join(vins, ", "), simURL, caPath, token, curl, url, vin, curl, url, vin, curl, url)
+`, cfg.KeyFile, simURL, strings.Join(vins, ", "), simURL, latency, devLatencyEnv, caPath, token, curl, url, vin, curl, url, vin, curl, url)
 	}
 	return cfg, printReady, nil
 }

@@ -45,6 +45,7 @@ type simulateFlags struct {
 	cert, key   string
 	legacy      string
 	asleep      string
+	latency     string
 	verbose     bool
 }
 
@@ -66,6 +67,8 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&f.key, "key", "", "TLS private key `file` (needs -cert)")
 	fs.StringVar(&f.legacy, "legacy", "", "comma-separated `VINs` of vehicles without the Vehicle Command Protocol (422 on signed_command)")
 	fs.StringVar(&f.asleep, "asleep", "", "comma-separated `VINs` of vehicles that start asleep (wake_up wakes them)")
+	fs.StringVar(&f.latency, "latency", "", "how long Fleet API answers take: one `delay` for every route (300ms, 300ms±50ms) or per class, "+
+		"such as commands=300ms,data=200ms±50ms,wakes=1s,other=100ms (classes: data, commands, wakes, other, all); default none")
 	fs.BoolVar(&f.verbose, "verbose", false, "log every request (never tokens or keys)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +120,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	fmt.Fprintf(stdout, "simulator listening on %s://%s\n", scheme, ln.Addr())
 	fmt.Fprintf(stdout, "vins: %s\n", strings.Join(vins, ","))
+	if l := sim.Latency(); !l.IsZero() {
+		fmt.Fprintf(stdout, "latency: %s\n", l)
+	}
 
 	served := make(chan error, 1)
 	go func() {
@@ -185,7 +191,11 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 		return nil, nil, nil, errors.New("-cert and -key go together")
 	}
 
-	sim := fleetsim.New(fleetsim.Options{Logger: log, TrustedKeys: keys})
+	latency, err := fleetsim.ParseLatency(f.latency)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("-latency: %w", err)
+	}
+	sim := fleetsim.New(fleetsim.Options{Logger: log, TrustedKeys: keys, Latency: latency})
 	for _, vin := range vins {
 		sim.AddVehicle(vin, keys...)
 	}

@@ -136,7 +136,7 @@ func TestSimulateFlags(t *testing.T) {
 	vin1, vin2 := fleetsim.NewTestVIN(7), fleetsim.NewTestVIN(8)
 	certFile, tlsKeyFile := writeSelfSigned(t)
 	r := startSimulate(t, "-enroll", keyFile, "-vins", vin1+","+vin2, "-legacy", vin2, "-asleep", vin1,
-		"-cert", certFile, "-key", tlsKeyFile)
+		"-cert", certFile, "-key", tlsKeyFile, "-latency", "commands=1ms±1ms,data=1ms")
 	if !strings.HasPrefix(r.url, "https://127.0.0.1:") || r.vins != vin1+","+vin2 {
 		t.Errorf("url %q vins %q", r.url, r.vins)
 	}
@@ -177,6 +177,8 @@ func TestSimulateUsageErrors(t *testing.T) {
 		{"missing key file", []string{"-enroll", filepath.Join(t.TempDir(), "none.pem")}, "-enroll"},
 		{"bad key file", []string{"-enroll", keyFile + "x"}, "-enroll"},
 		{"stray argument", []string{"extra"}, "unexpected argument"},
+		{"bad latency", []string{"-latency", "commands=soon"}, "-latency"},
+		{"unknown latency class", []string{"-latency", "cmds=300ms"}, "latency class"},
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -44,6 +45,9 @@ type Server struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// latency is the answer time per route class; nil answers at once.
+	latency atomic.Pointer[Latency]
 }
 
 // New returns a Server with no vehicles.
@@ -68,7 +72,26 @@ func New(opts Options) *Server {
 		s.now = time.Now
 	}
 	s.router = s.newRouter()
+	s.SetLatency(opts.Latency)
 	return s
+}
+
+// SetLatency sets how long Fleet API answers take from now on, per route class. The zero
+// Latency answers at once.
+func (s *Server) SetLatency(l Latency) {
+	if l.IsZero() {
+		s.latency.Store(nil)
+		return
+	}
+	s.latency.Store(&l)
+}
+
+// Latency returns the answer times set by Options.Latency or SetLatency.
+func (s *Server) Latency() Latency {
+	if l := s.latency.Load(); l != nil {
+		return *l
+	}
+	return Latency{}
 }
 
 // newRouter is the one routing table. UseEncodedPath and SkipClean keep escaped and unclean paths
@@ -378,8 +401,12 @@ func (s *Server) api(route string, h func(http.ResponseWriter, *http.Request, ca
 			vin = v.vin
 		}
 		f := s.Fault(vin)
-		if f.Delay > 0 {
-			if err := sleepCtx(r.Context(), f.Delay); err != nil {
+		wait := f.Delay
+		if l := s.latency.Load(); l != nil {
+			wait += l.of(route, r).draw()
+		}
+		if wait > 0 {
+			if err := sleepCtx(r.Context(), wait); err != nil {
 				return
 			}
 		}

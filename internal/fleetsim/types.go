@@ -44,6 +44,9 @@ type Options struct {
 	Seed []byte
 	// BootTime is the vehicles' time zero when Seed is set. Zero means the simulator's start.
 	BootTime time.Time
+	// Latency is how long Fleet API answers take, per route class (see Server.SetLatency). The
+	// zero value answers at once, as tests want.
+	Latency Latency
 }
 
 // Fault is a set of misbehaviours to inject, for one vehicle or for the whole server (see
