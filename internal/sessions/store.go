@@ -51,6 +51,7 @@ type Store struct {
 	dirty   map[string]*Record // nil value: delete from the file
 	closed  bool
 	kick    chan struct{}
+	stop    chan struct{} // closed by Close
 	flushed chan struct{} // closed when the flushing goroutine ends
 	writeMu sync.Mutex    // one file transaction at a time
 }
@@ -83,6 +84,7 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	s.kick = make(chan struct{}, 1)
+	s.stop = make(chan struct{})
 	s.flushed = make(chan struct{})
 	go s.flushLoop()
 	return s, nil
@@ -127,19 +129,24 @@ func (s *Store) mark(vin string, r *Record) {
 	}
 }
 
-// flushLoop writes what changed, at most once per delay while changes keep coming.
+// flushLoop writes what changed, at most once per delay while changes keep coming, until Close.
 func (s *Store) flushLoop() {
 	defer close(s.flushed)
-	for range s.kick {
-		time.Sleep(s.delay)
+	for {
+		select {
+		case <-s.kick:
+		case <-s.stop:
+			return
+		}
+		t := time.NewTimer(s.delay)
+		select {
+		case <-t.C:
+		case <-s.stop:
+			t.Stop()
+			return
+		}
 		if err := s.Flush(); err != nil {
 			s.log.Warn("could not save sessions", zap.String("file", s.db.Path()), zap.Error(err))
-		}
-		s.mu.Lock()
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
-			return
 		}
 	}
 }
@@ -203,10 +210,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	close(s.stop)
 	<-s.flushed
 	err := s.Flush()
 	return errors.Join(err, s.db.Close())

@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/teslaproxy/proxy/internal/app"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/testenv"
@@ -220,4 +223,84 @@ func TestEmptySignedCommandAnswer(t *testing.T) {
 	if !bytes.Contains(body, []byte("may have been carried out")) {
 		t.Errorf("answer %s does not say the command may have run", body)
 	}
+}
+
+// startWithFile is startTapped with the sessions kept in a file store at path.
+func startWithFile(t *testing.T, vehicles int, path string) (*testenv.Env, *wiretap, *sessions.Store) {
+	t.Helper()
+	store, err := sessions.Open(sessions.Options{Path: path, FlushDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	key := testenv.NewKey(t)
+	sim := fleetsim.New(fleetsim.Options{})
+	for i := range vehicles {
+		sim.AddVehicle(fleetsim.NewTestVIN(i), testenv.PublicKey(t, key))
+	}
+	tap := &wiretap{h: sim}
+	return startBehind(t, key, sim, tap, func(o *app.Options) { o.Sessions = store }), tap, store
+}
+
+// saved reopens the session file at path and returns its records.
+func saved(t *testing.T, path string, vins []string) map[string]sessions.Record {
+	t.Helper()
+	st, err := sessions.Open(sessions.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	out := map[string]sessions.Record{}
+	for _, vin := range vins {
+		if r, ok := st.Peek(vin); ok {
+			out[vin] = r
+		}
+	}
+	return out
+}
+
+// TestShutdownSavesEverySession (issue 19, defects 5 and 6): closing the store right after a
+// burst of commands, with a write pending, saves every car's latest state; and a car whose
+// command is still in flight keeps its last saved state rather than being dropped.
+func TestShutdownSavesEverySession(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	env, tap, store := startWithFile(t, 6, path)
+	for _, vin := range env.VINs {
+		for range 3 {
+			resp, body := env.Command(t, vin, "flash_lights", nil)
+			mustSucceed(t, resp, body)
+		}
+	}
+	busy := env.VINs[0]
+	release := holdVehicle(t, env, tap, busy)
+	want := map[string]sessions.Record{}
+	for _, vin := range env.VINs {
+		want[vin], _ = store.Peek(vin)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	got := saved(t, path, env.VINs)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("saved sessions differ from the live ones at shutdown (-live +saved):\n%s", diff)
+	}
+	if got[busy].Sessions[sessions.Infotainment].Counter != 3 {
+		t.Errorf("busy car saved with counter %d, want 3 (its state before the held command)", got[busy].Sessions[sessions.Infotainment].Counter)
+	}
+}
+
+// TestCloseWithABusyCar (issue 19, defect 7): closing the proxy while a command holds its car
+// leaves nothing running once that command ends.
+func TestCloseWithABusyCar(t *testing.T) {
+	withoutLeaks(t, "close while busy", func(t *testing.T) {
+		env, tap := startTapped(t, 1, 0)
+		vin := env.VINs[0]
+		resp, body := env.Command(t, vin, "flash_lights", nil)
+		mustSucceed(t, resp, body)
+		release := holdVehicle(t, env, tap, vin)
+		env.App.Close()
+		release()
+		env.Client.CloseIdleConnections()
+	})
 }

@@ -142,12 +142,12 @@ func startTapped(t *testing.T, vehicles, cacheSize int) (*testenv.Env, *wiretap)
 		sim.AddVehicle(fleetsim.NewTestVIN(i), testenv.PublicKey(t, key))
 	}
 	tap := &wiretap{h: sim}
-	return startBehind(t, key, sim, tap, cacheSize), tap
+	return startBehind(t, key, sim, tap, func(o *app.Options) { o.CacheSize = cacheSize }), tap
 }
 
 // startBehind starts a proxy whose Fleet API is front (which passes what it does not change to
-// sim), keeping at most cacheSize cars' sessions (0 means the default).
-func startBehind(t *testing.T, key protocol.ECDHPrivateKey, sim *fleetsim.Server, front http.Handler, cacheSize ...int) *testenv.Env {
+// sim); each of edits may change the proxy's options.
+func startBehind(t *testing.T, key protocol.ECDHPrivateKey, sim *fleetsim.Server, front http.Handler, edits ...func(*app.Options)) *testenv.Env {
 	t.Helper()
 	var vins []string
 	for i := 0; sim.Vehicle(fleetsim.NewTestVIN(i)) != nil; i++ {
@@ -158,12 +158,12 @@ func startBehind(t *testing.T, key protocol.ECDHPrivateKey, sim *fleetsim.Server
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := 0
-	if len(cacheSize) > 0 {
-		size = cacheSize[0]
-	}
 	tr := testenv.UpstreamTransport(t, 5*time.Second, simPool)
-	a, err := app.New(app.Options{Key: key, Upstream: up, Transport: tr, Timeout: 5 * time.Second, CacheSize: size, Logger: zaptest.NewLogger(t)})
+	o := app.Options{Key: key, Upstream: up, Transport: tr, Timeout: 5 * time.Second, Logger: zaptest.NewLogger(t)}
+	for _, edit := range edits {
+		edit(&o)
+	}
+	a, err := app.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
