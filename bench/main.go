@@ -12,7 +12,7 @@
 //
 // Usage (scripts/bench.sh wraps it):
 //
-//	go run ./bench [-duration 10s] [-quick] [-rows pass,telemetry,commands,conns1000,upload] [-out docs/benchmarks.md]
+//	go run ./bench [-duration 10s] [-quick] [-rows pass,telemetry,commands,conns1000,slowpass,slowcmds,upload] [-out docs/benchmarks.md]
 package main
 
 import (
@@ -43,7 +43,7 @@ import (
 // allRows are the row groups in the order they run; -rows selects among them.
 // Upload runs last: the reference buffers 100 MiB bodies, and the heap that leaves behind would
 // inflate its RSS in every later row.
-var allRows = []string{"pass", "telemetry", "commands", "conns1000", "upload"}
+var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload"}
 
 type options struct {
 	duration time.Duration
@@ -184,7 +184,8 @@ type bench struct {
 const (
 	vinsPass      = 1
 	vinsCmdTotal  = 2 * (1 + 16 + 50) // each proxy has its own
-	totalVehicles = vinsPass + vinsCmdTotal
+	vinsSlowCmd   = 2 * slowCmdVINs
+	totalVehicles = vinsPass + vinsCmdTotal + vinsSlowCmd
 )
 
 func setup(ctx context.Context, o options) (*bench, error) {
@@ -304,13 +305,15 @@ func (b *bench) run() error {
 		{"telemetry", b.rowTelemetry},
 		{"commands", b.rowCommands},
 		{"conns1000", b.rowConns1000},
+		{"slowpass", b.rowSlowPass},
+		{"slowcmds", b.rowSlowCommands},
 		{"upload", b.rowUpload},
 	}
 	for _, s := range steps {
 		if !b.o.rows[s.name] {
 			continue
 		}
-		if s.name == "conns1000" || s.name == "upload" {
+		if s.name == "conns1000" || s.name == "slowpass" || s.name == "slowcmds" || s.name == "upload" {
 			// Memory rows start from fresh processes, so earlier rows' heaps do not count.
 			if err := b.restartProxies(); err != nil {
 				return err

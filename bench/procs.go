@@ -68,6 +68,11 @@ func startChild(name, bin, dir string, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv()
+	if name == "ours" {
+		// BENCH_OURS_ENV="GODEBUG=http2client=0" runs our proxy alone with extra settings, to
+		// compare its HTTP/1.1 and HTTP/2 upstreams in one harness (docs/benchmarks.md).
+		cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("BENCH_OURS_ENV"))...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

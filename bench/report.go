@@ -112,6 +112,47 @@ func (b *bench) verdicts() []verdict {
 			fmt.Sprintf("ours %s → peak %s (+%s); reference %s → peak %s (+%s)",
 				fmtBytes(o.idleRSS), fmtBytes(o.peakRSS), fmtBytes(growth), fmtBytes(r.idleRSS), fmtBytes(r.peakRSS), fmtBytes(r.peakRSS-r.idleRSS))})
 	}
+	slowPass := slowLoad("conns", slowPassConns, slowPassLatency, "req/s")
+	if o, ok := b.get(rowSlowPass, slowPass, "ours"); ok {
+		r, _ := b.get(rowSlowPass, slowPass, "reference")
+		ideal := float64(slowPassConns) / slowPassLatency.Seconds()
+		v = append(v, verdict{fmt.Sprintf("pass-through, %d conns × %s: ≥0.9 of ideal and ≥ the reference's req/s", slowPassConns, fmtDur(slowPassLatency)),
+			o.rate() >= 0.9*ideal && o.rate() >= r.rate(),
+			fmt.Sprintf("%.0f req/s = %.2f of ideal %.0f; reference %.0f = %.2f; ours/reference %.2f×", o.rate(), o.rate()/ideal, ideal, r.rate(), r.rate()/ideal, o.rate()/r.rate())})
+		p50 := o.quantile(0.5)
+		v = append(v, verdict{fmt.Sprintf("pass-through, %d conns × %s: p50 ≤ 1.1× the latency", slowPassConns, fmtDur(slowPassLatency)),
+			float64(p50) <= 1.1*float64(slowPassLatency),
+			fmt.Sprintf("p50 %s = %.2f× (reference %s)", fmtDur(p50), float64(p50)/float64(slowPassLatency), fmtDur(r.quantile(0.5)))})
+	}
+	slowCmd := slowLoad("VINs", slowCmdVINs, slowCmdLatency, "cmd/s")
+	if o, ok := b.get(rowSlowCommands, slowCmd, "ours"); ok {
+		r, _ := b.get(rowSlowCommands, slowCmd, "reference")
+		ideal := float64(slowCmdVINs) / slowCmdLatency.Seconds()
+		v = append(v, verdict{fmt.Sprintf("signed commands, %d VINs × %s: ≥1.3× the reference's cmd/s", slowCmdVINs, fmtDur(slowCmdLatency)),
+			o.rate() >= 1.3*r.rate(),
+			fmt.Sprintf("%.0f vs %.0f cmd/s = %.2f× (ideal %.0f: ours %.2f, reference %.2f)", o.rate(), r.rate(), o.rate()/r.rate(), ideal, o.rate()/ideal, r.rate()/ideal)})
+		p50 := o.quantile(0.5)
+		v = append(v, verdict{fmt.Sprintf("signed commands, %d VINs × %s: p50 ≤ 1.2× the latency", slowCmdVINs, fmtDur(slowCmdLatency)),
+			float64(p50) <= 1.2*float64(slowCmdLatency),
+			fmt.Sprintf("p50 %s = %.2f× (reference %s)", fmtDur(p50), float64(p50)/float64(slowCmdLatency), fmtDur(r.quantile(0.5)))})
+		v = append(v, verdict{fmt.Sprintf("signed commands, %d VINs × %s: exactly 1 upstream call per warm command", slowCmdVINs, fmtDur(slowCmdLatency)),
+			o.upstream == o.ops, fmt.Sprintf("%d calls for %d commands (reference %d for %d)", o.upstream, o.ops, r.upstream, r.ops)})
+	}
+	var rss []string
+	rssMet, rssFound := true, false
+	for _, rl := range []struct{ row, load string }{{rowConns1000, "1000 conns"}, {rowSlowPass, slowPass}, {rowSlowCommands, slowCmd}} {
+		o, ok := b.get(rl.row, rl.load, "ours")
+		if !ok {
+			continue
+		}
+		r, _ := b.get(rl.row, rl.load, "reference")
+		rssFound = true
+		rssMet = rssMet && o.peakRSS <= r.peakRSS
+		rss = append(rss, fmt.Sprintf("%s: %s vs %s", rl.row, fmtBytes(o.peakRSS), fmtBytes(r.peakRSS)))
+	}
+	if rssFound {
+		v = append(v, verdict{"peak RSS ≤ the reference's in every row with ≥1,000 connections", rssMet, strings.Join(rss, "; ")})
+	}
 	errsBy := map[string]int{}
 	for _, l := range b.lines {
 		errsBy[l.contender] += l.errs
@@ -156,6 +197,9 @@ func (b *bench) render(took time.Duration) report {
 	fmt.Fprintf(&md, "- **Per row and contender:** %s measured in %d rounds that take the contenders in turn, after a %s warm-up on the same connections", b.o.duration, rounds, b.o.warm)
 	if b.o.rows["conns1000"] {
 		fmt.Fprintf(&md, " (1,000 connections: %s, warm-up %s)", min(b.o.duration, conns1000Duration), max(b.o.warm, time.Second))
+	}
+	if b.o.rows["slowpass"] || b.o.rows["slowcmds"] {
+		fmt.Fprintf(&md, " (slow Fleet API rows: %s, warm-up %s)", min(b.o.duration, slowDuration), max(b.o.warm, slowWarm))
 	}
 	fmt.Fprintf(&md, "; whole run %s\n\n", took.Round(time.Second))
 	md.WriteString("## Results\n\n")
@@ -223,6 +267,13 @@ const method = `
   the car" counts protocol-level rejections (such as TIME_EXPIRED from clock drift), each of which
   costs a re-sync and a resend. Direct has no
   command line: it would need the signing and session logic the proxies are there for.
+- **Slow Fleet API rows (production shape).** The simulator answers every request after a fixed
+  delay (` + "`fleetsim.Latency`" + `, no jitter): 500 ms for the 2,000-connection pass-through row, 300 ms for
+  every call (handshakes and commands) in the 1,000-VIN command row. The ideal is connections ÷
+  latency: every connection always waiting on exactly one upstream answer. Direct is left out of
+  these rows (the ideal is its figure). Both proxies are restarted before each, so Peak RSS is that
+  row's own. The command row first sends one command per VIN (session set-up, "first"), then
+  measures warm sessions ("then"); its peak RSS covers both.
 - **What the reference does with a 100 MiB upload.** Its forwarder reads the whole request body
   into memory (` + "`io.ReadAll`" + `, no limit) before sending it, and reads the whole answer too (up
   to 10 MB; a larger answer becomes a 502), so its RSS grows by a few times the body size; ours

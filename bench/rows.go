@@ -10,6 +10,7 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
+	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/jws"
 )
 
@@ -372,13 +373,98 @@ func (b *bench) rowConns1000() error {
 	return nil
 }
 
+// Production shape: the Fleet API answers in hundreds of milliseconds, so what counts is how many
+// requests the proxy keeps in flight at once, not its cost per request.
+const (
+	slowPassConns   = 2000
+	slowPassLatency = 500 * time.Millisecond
+	slowCmdVINs     = 1000
+	slowCmdLatency  = 300 * time.Millisecond
+	// slowDuration bounds the measured time of the production-shape rows; slowWarm is their
+	// warm-up, long enough for every connection to be opened and used at least once.
+	slowDuration = 10 * time.Second
+	slowWarm     = 2 * time.Second
+)
+
+// slowLoad names a production-shape load with its ideal rate: every connection always waiting
+// on exactly one upstream latency.
+func slowLoad(what string, conns int, latency time.Duration, unit string) string {
+	return fmt.Sprintf("%d %s × %s (ideal %.0f %s)", conns, what, fmtDur(latency), float64(conns)/latency.Seconds(), unit)
+}
+
+// rowSlowPass: 2,000 connections of small pass-through GETs while the simulator answers every
+// request after 500 ms. Direct is left out: the ideal (connections ÷ latency) is its figure.
+func (b *bench) rowSlowPass() error {
+	b.sim.SetLatency(fleetsim.Latency{Data: fleetsim.Delay{Base: slowPassLatency}})
+	defer b.sim.SetLatency(fleetsim.Latency{})
+	var jobs []*job
+	for _, c := range []*contender{b.ours, b.ref} {
+		l := b.smallGet(c)
+		l.workers = slowPassConns
+		jobs = append(jobs, &job{c: c, l: l})
+	}
+	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
+		return err
+	}
+	ld := slowLoad("conns", slowPassConns, slowPassLatency, "req/s")
+	for _, j := range jobs {
+		b.add(line{row: rowSlowPass, load: ld, unit: "req/s", rate: j.m.rate(), upstream: fmt.Sprintf("%.2f", j.m.upstreamPerOp())}, j.c, j.m)
+	}
+	return nil
+}
+
+// rowSlowCommands: signed commands over 1,000 VINs, one connection each, while every Fleet API
+// call (handshakes and commands) is answered after 300 ms. Every VIN first gets one command
+// (session set-up), then the measured load runs on warm sessions.
+func (b *bench) rowSlowCommands() error {
+	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: slowCmdLatency}, Data: fleetsim.Delay{Base: slowCmdLatency},
+		Wakes: fleetsim.Delay{Base: slowCmdLatency}, Other: fleetsim.Delay{Base: slowCmdLatency}})
+	defer b.sim.SetLatency(fleetsim.Latency{})
+	var jobs, firsts []*job
+	for _, c := range []*contender{b.ours, b.ref} {
+		var targets []vegeta.Target
+		for _, vin := range b.takeVINs(slowCmdVINs) {
+			targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
+		}
+		l := load{targets: targets, workers: slowCmdVINs, check: contains(`"result":true`)}
+		first := &job{c: c, l: l}
+		if err := b.once(first, slowCmdVINs); err != nil {
+			return err
+		}
+		firsts = append(firsts, first)
+		jobs = append(jobs, &job{c: c, l: l})
+	}
+	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
+		return err
+	}
+	ld := slowLoad("VINs", slowCmdVINs, slowCmdLatency, "cmd/s")
+	for i, j := range jobs {
+		first := firsts[i].m
+		j.m.warmErrs += first.errs
+		if j.m.warmFirstErr == "" {
+			j.m.warmFirstErr = first.firstErr
+		}
+		// The peak covers the first pass too, where every session is set up.
+		j.m.peakRSS = max(j.m.peakRSS, first.peakRSS)
+		b.keep(rowSlowCommands+" first", ld, j.c, first)
+		up := fmt.Sprintf("first %.2f, then %.3f", first.upstreamPerOp(), j.m.upstreamPerOp())
+		if j.m.rejected > 0 {
+			up += fmt.Sprintf(" (%d refused by the car)", j.m.rejected)
+		}
+		b.add(line{row: rowSlowCommands, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
+	}
+	return nil
+}
+
 // Row titles, as the table shows them.
 const (
-	rowPass      = "pass-through small JSON"
-	rowUpload    = "pass-through 100 MiB upload"
-	rowTelemetry = "telemetry config signing"
-	rowCommands  = "signed commands, warm"
-	rowConns1000 = "1,000 connections"
+	rowSlowPass     = "pass-through, slow Fleet API"
+	rowSlowCommands = "signed commands, slow Fleet API"
+	rowPass         = "pass-through small JSON"
+	rowUpload       = "pass-through 100 MiB upload"
+	rowTelemetry    = "telemetry config signing"
+	rowCommands     = "signed commands, warm"
+	rowConns1000    = "1,000 connections"
 )
 
 func key(row, load, contender string) string { return row + "|" + load + "|" + contender }
