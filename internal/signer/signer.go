@@ -38,7 +38,7 @@ type Options struct {
 	// memory store of sessions.DefaultSize cars.
 	Store *sessions.Store
 	// KeySessions bounds how many cars keep their derived session key in memory, so that a
-	// command to them needs no ECDH. Zero means 10,000.
+	// command to them needs no ECDH. Zero means 4,096.
 	KeySessions int
 	// OnHandshake, when not nil, is called for every session handshake sent upstream.
 	OnHandshake func()
