@@ -1,8 +1,11 @@
 package sessions_test
 
 import (
+	"fmt"
+	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/sessions"
@@ -39,4 +42,35 @@ func BenchmarkIdleCar(b *testing.B) {
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
 	runtime.KeepAlive(st)
 	runtime.KeepAlive(vins)
+}
+
+// BenchmarkPersist measures what one command's persistence costs with a file: the Put, and the
+// file transaction that writes it (here one per command; the Store batches them, every 200 ms by
+// default), for a small and a large saved fleet. The cost must not grow with the fleet.
+func BenchmarkPersist(b *testing.B) {
+	for _, fleet := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("fleet=%d", fleet), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "sessions.db")
+			st, err := sessions.Open(sessions.Options{Path: path, FlushDelay: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			r := sample(1)
+			for i := range fleet {
+				st.Put(fleetsim.NewTestVIN(i), r)
+			}
+			if err := st.Flush(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				r.Sessions[sessions.Infotainment].Counter = uint32(i)
+				st.Put(fleetsim.NewTestVIN(i%fleet), r)
+				if err := st.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
