@@ -1,0 +1,21 @@
+package main
+
+import "testing"
+
+func TestGCPercentFor(t *testing.T) {
+	for _, tc := range []struct {
+		live uint64
+		want int
+	}{
+		{0, gcMaxPercent},
+		{1 << 20, gcMaxPercent},   // 1 MiB live: the floor would need 3100
+		{8 << 20, 300},            // 8 MiB live: goal 32 MiB
+		{16 << 20, gcMinPercent},  // 16 MiB: 100 reaches the floor
+		{100 << 20, gcMinPercent}, // large heaps collect at the default
+		{(32 << 20) / 3, 200},     // a third of the floor
+	} {
+		if got := gcPercentFor(tc.live); got != tc.want {
+			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", tc.live>>20, got, tc.want)
+		}
+	}
+}
