@@ -180,6 +180,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	defer s.locks.unlock(vin, l)
 
 	rec, _ := s.store.Get(vin)
+	orig := rec
 	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
 		return nil
@@ -200,10 +201,11 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	err = s.run(ctx, vin, &rec, name, action)
 	var ue *upstreamError
 	if errors.As(err, &ue) && ue.gaveUp {
-		// Every try was rejected with a fault, so nothing ran. The stored session is beyond
-		// repair (say the vehicle's key changed): start over with a fresh handshake, once.
+		// Every try was rejected with a fault, so nothing ran. The stored session of the
+		// command's domain is beyond repair (say the vehicle's key changed): start over with a
+		// fresh handshake, once.
 		s.log.Warn("vehicle kept rejecting its session; starting a new one", zap.String("vin", vin))
-		rec.Sessions = [len(rec.Sessions)]sessions.Session{}
+		rec.Sessions[storeDomain(domainOf(name))] = sessions.Session{}
 		st.sends.Store(0)
 		err = s.run(ctx, vin, &rec, name, action)
 		ue = nil
@@ -220,7 +222,9 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
-	s.store.Put(vin, rec)
+	if rec != orig {
+		s.store.Put(vin, rec)
+	}
 	switch {
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
