@@ -70,11 +70,17 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	}
 
 	upstream := rt.Upstream
-	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA})
+	m := metrics.New()
+	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns})
 	if err != nil {
 		return err
 	}
-	m := metrics.New()
+	// With a bound on upstream connections, count the requests waiting for one (without a
+	// bound no request waits, and the wrapper would only cost).
+	var upstreamRT http.RoundTripper = transport
+	if cfg.UpstreamMaxConns > 0 {
+		upstreamRT = forward.CountConnWaits(transport, m.UpstreamConnWait)
+	}
 	// Sessions survive restarts: the store reads what an earlier run saved and writes what
 	// changes. It is closed last, after the server has finished every command, so the final
 	// write holds every session.
@@ -94,7 +100,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	a, err := app.New(app.Options{
 		Key:              key,
 		Upstream:         upstream,
-		Transport:        transport,
+		Transport:        upstreamRT,
 		Timeout:          cfg.Timeout,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
