@@ -38,6 +38,9 @@ type Options struct {
 	// Sessions holds the cars' session records; nil means a memory store of CacheSize cars,
 	// closed by Close.
 	Sessions *sessions.Store
+	// Shared, when not nil, is a session store shared with other replicas (see
+	// signer.Options.Shared); Sessions is then unused. The caller closes it.
+	Shared signer.SharedStore
 	// CacheSize bounds the vehicles whose sessions are kept when Sessions is nil; zero means
 	// sessions.DefaultSize.
 	CacheSize int
@@ -90,6 +93,9 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	store, ownStore := o.Sessions, false
+	if o.Shared != nil {
+		store = o.Shared.Local()
+	}
 	if store == nil {
 		if store, err = sessions.Open(sessions.Options{Size: o.CacheSize}); err != nil {
 			return nil, err
@@ -102,6 +108,7 @@ func New(o Options) (*App, error) {
 		Timeout:      o.Timeout,
 		MaxBodyBytes: o.MaxBodyBytes,
 		Store:        store,
+		Shared:       o.Shared,
 		OnHandshake:  o.OnHandshake,
 		OnSession:    o.OnSession,
 		Logger:       log,

@@ -37,6 +37,10 @@ type Options struct {
 	// Store holds the cars' session records (and persists them, if it has a file). Nil means a
 	// memory store of sessions.DefaultSize cars.
 	Store *sessions.Store
+	// Shared, when not nil, is a store shared with other replicas (such as sessions.Redis): it
+	// serializes each car's commands across replicas and holds their session records; Store is
+	// then ignored in favour of Shared.Local(). Nil means this process alone signs for its cars.
+	Shared SharedStore
 	// KeySessions bounds how many cars keep their derived session key in memory, so that a
 	// command to them needs no ECDH. Zero means 4,096.
 	KeySessions int
@@ -61,7 +65,10 @@ type Signer struct {
 	store     *sessions.Store
 	ownStore  bool
 	locks     vinLocks
-	counters  counters
+	// records serializes each car's commands and holds its record: the store and locks above,
+	// or a shared store.
+	records  records
+	counters counters
 }
 
 // New returns a Signer.
@@ -82,6 +89,11 @@ func New(o Options) (*Signer, error) {
 	}
 	s.log = s.log.Named("signer")
 	s.key = newSessionKeys(o.Key, o.KeySessions)
+	if o.Shared != nil {
+		s.store = o.Shared.Local()
+		s.records = sharedRecords{shared: o.Shared, locks: &s.locks}
+		return s, nil
+	}
 	if s.store == nil {
 		st, err := sessions.Open(sessions.Options{})
 		if err != nil {
@@ -89,6 +101,7 @@ func New(o Options) (*Signer, error) {
 		}
 		s.store, s.ownStore = st, true
 	}
+	s.records = localRecords{store: s.store, locks: &s.locks}
 	return s, nil
 }
 
@@ -168,18 +181,27 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	// Refuse bad parameters before queueing behind the vehicle's other commands: they cost
 	// nothing upstream and the app should not wait to hear about them. A vehicle without the
 	// protocol gets its REST command as the app wrote it, for the Fleet API to judge.
-	if rec, _ := s.store.Peek(vin); !rec.Legacy {
+	if rec, _ := s.records.Peek(vin); !rec.Legacy {
 		if err := checkParams(name, params); err != nil {
 			return err
 		}
 	}
-	l, err := s.lock(r.Context(), vin)
+	t, err := s.acquire(r.Context(), vin)
 	if err != nil {
 		return err
 	}
-	defer s.locks.unlock(vin, l)
+	// The turn ends as soon as serve returns: with the record kept when it changed, released
+	// as it was otherwise.
+	var keep *sessions.Record
+	defer func() {
+		if keep != nil {
+			t.Commit(*keep)
+		} else {
+			t.Release()
+		}
+	}()
 
-	rec, _ := s.store.Get(vin)
+	rec := t.Record()
 	orig := rec
 	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
@@ -217,13 +239,13 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		// The vehicle predates the protocol: remember that and send the REST command as the
 		// app wrote it.
 		rec.Legacy = true
-		s.store.Put(vin, rec)
+		keep = &rec
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
 		return nil
 	}
 	if rec != orig {
-		s.store.Put(vin, rec)
+		keep = &rec
 	}
 	switch {
 	case err == nil:
@@ -246,12 +268,12 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 }
 
-// lock takes vin's lock. Waiting for the vehicle's other commands is bounded by the same
-// deadline as a command, and ends when the client leaves.
-func (s *Signer) lock(ctx context.Context, vin string) (*vinLock, error) {
+// acquire takes vin's turn. Waiting for the vehicle's other commands, here or on other
+// replicas, is bounded by the same deadline as a command, and ends when the client leaves.
+func (s *Signer) acquire(ctx context.Context, vin string) (turn, error) {
 	lockCtx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	l, err := s.locks.lock(lockCtx, vin)
+	l, err := s.records.Acquire(lockCtx, vin)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

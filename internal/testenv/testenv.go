@@ -36,6 +36,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/signer"
 )
 
 // Options shape an Env. The zero value is usable.
@@ -51,6 +52,8 @@ type Options struct {
 	// Sessions, when not nil, is the proxy's session store (the test closes it); nil means a
 	// fresh memory store.
 	Sessions *sessions.Store
+	// Shared, when not nil, is a session store shared with other replicas (the test closes it).
+	Shared signer.SharedStore
 	// Logger is the proxy's logger; nil means a zaptest logger at info level.
 	Logger *zap.Logger
 	// Sim, when not nil, is used instead of a new simulator.
@@ -121,6 +124,7 @@ func Start(t testing.TB, o Options) *Env {
 		Timeout:      o.Timeout,
 		MaxBodyBytes: o.MaxBodyBytes,
 		Sessions:     o.Sessions,
+		Shared:       o.Shared,
 		AllowNets:    o.AllowNets,
 		Logger:       log,
 	}
