@@ -91,6 +91,11 @@ type Config struct {
 	// -session-cache, env TESLA_HTTP_PROXY_SESSION_CACHE, YAML session_cache. Empty means
 	// sessions are kept in memory only.
 	SessionCache string
+	// SessionStore is a Redis (or Valkey) that replicas share their vehicle sessions and
+	// per-vehicle leases through: redis://[user:password@]host:port/db, or rediss:// for TLS.
+	// Flag -session-store, env TESLA_HTTP_PROXY_SESSION_STORE, YAML session_store. Empty means
+	// this proxy alone signs for its vehicles (the embedded store).
+	SessionStore string
 	// CacheSize is the largest number of vehicles whose sessions are kept, at least 1. Flag
 	// -cache-size, env TESLA_HTTP_PROXY_CACHE_SIZE, YAML cache_size; default 1,000,000. Zero is
 	// invalid.
@@ -216,6 +221,9 @@ var settings = []setting{
 	{"session-cache", "TESLA_HTTP_PROXY_SESSION_CACHE", "session_cache", "path",
 		"file that keeps vehicle sessions across restarts; empty keeps them in memory only",
 		func(c *Config) any { return &c.SessionCache }},
+	{"session-store", "TESLA_HTTP_PROXY_SESSION_STORE", "session_store", "url",
+		"redis://[user:password@]host:port/db (or rediss://) shared by replicas; empty keeps sessions in this process",
+		func(c *Config) any { return &c.SessionStore }},
 	{"cache-size", "TESLA_HTTP_PROXY_CACHE_SIZE", "cache_size", "int",
 		"most vehicles whose sessions are kept",
 		func(c *Config) any { return &c.CacheSize }},
@@ -730,6 +738,12 @@ func (c Config) Validate() error {
 		}
 	}
 
+	if c.SessionStore != "" {
+		if msg := checkSessionStore(c.SessionStore); msg != "" {
+			bad("session-store", "%s", msg)
+		}
+	}
+
 	// Listener.
 	if msg := checkHost(c.Host); msg != "" {
 		bad("host", "%s", msg)
@@ -797,6 +811,35 @@ func (c Config) Validate() error {
 		bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
 	}
 	return errors.Join(errs...)
+}
+
+// checkSessionStore returns what is wrong with a -session-store URL, or "". The URL may hold a
+// password, so the message never repeats it.
+func checkSessionStore(s string) string {
+	const want = "give redis://[user:password@]host:port/db, or rediss:// for TLS, such as redis://redis:6379/0"
+	u, err := url.Parse(s)
+	if err != nil {
+		return "is not a URL; " + want
+	}
+	switch {
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return fmt.Sprintf("has scheme %q; %s", u.Scheme, want)
+	case u.Opaque != "" || u.Hostname() == "":
+		return "has no host; " + want
+	case u.RawQuery != "" || u.Fragment != "":
+		return "must not have a query or fragment; " + want
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port; give a number from 1 to 65535"
+		}
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			return fmt.Sprintf("has database %q, which is not a number; %s", db, want)
+		}
+	}
+	return ""
 }
 
 // checkHost returns what is wrong with a listen host, or "".

@@ -131,6 +131,7 @@ func TestSources(t *testing.T) {
 		{"max-body", "TESLA_HTTP_PROXY_MAX_BODY", "max_body", "2048", "", func(c *Config) { c.MaxBodyBytes = 2048 }},
 		{"max-response", "TESLA_HTTP_PROXY_MAX_RESPONSE", "max_response", "4096", "", func(c *Config) { c.MaxResponseBytes = 4096 }},
 		{"session-cache", "TESLA_HTTP_PROXY_SESSION_CACHE", "session_cache", "s.json", "", func(c *Config) { c.SessionCache = "s.json" }},
+		{"session-store", "TESLA_HTTP_PROXY_SESSION_STORE", "session_store", "redis://r:6379/0", "", func(c *Config) { c.SessionStore = "redis://r:6379/0" }},
 		{"cache-size", "TESLA_HTTP_PROXY_CACHE_SIZE", "cache_size", "7", "", func(c *Config) { c.CacheSize = 7 }},
 		{"client-ca", "TESLA_HTTP_PROXY_CLIENT_CA", "client_ca", "clients.pem", "", func(c *Config) { c.ClientCA = "clients.pem" }},
 		{"allow", "TESLA_HTTP_PROXY_ALLOW", "allow", "10.0.0.0/8, ::1", "[10.0.0.0/8, '::1']", func(c *Config) { c.AllowNets = []string{"10.0.0.0/8", "::1"} }},
@@ -542,6 +543,8 @@ func TestValidate(t *testing.T) {
 		{name: "metrics addr bad port", edit: func(c *Config) { c.MetricsAddr = "localhost:http" }, flags: []string{"metrics-addr"}},
 		{name: "metrics addr is main listener", edit: func(c *Config) { c.MetricsAddr = "localhost:4443" }, flags: []string{"metrics-addr"}},
 		{name: "dev without dir", edit: func(c *Config) { c.Dev, c.DevDir = true, "" }, flags: []string{"dev-dir"}},
+		{name: "session store not redis", edit: func(c *Config) { c.SessionStore = "http://u:pw@r:6379/0" }, flags: []string{"session-store"}},
+		{name: "session store bad db", edit: func(c *Config) { c.SessionStore = "redis://r:6379/zero" }, flags: []string{"session-store"}},
 		{name: "session cache overwrites key", edit: func(c *Config) { c.SessionCache = c.KeyFile }, flags: []string{"session-cache"}},
 	}
 	for _, tt := range tests {
@@ -666,5 +669,24 @@ func TestRuntime(t *testing.T) {
 	c.Port = -1
 	if _, err := c.Runtime(); err == nil {
 		t.Error("Runtime() of an invalid Config succeeded")
+	}
+}
+
+// TestSessionStoreErrorHidesPassword: the URL may carry the Redis password; a refusal names the
+// flag and what is wrong, never the password.
+func TestSessionStoreErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"rediss://app:hunter2@redis:6379/x", "tcp://app:hunter2@redis:6379/0", "redis://app:hunter2@redis:99999/0"} {
+		c := valid()
+		c.SessionStore = u
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "session-store") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Validate() with %s = %v, want a problem naming -session-store without the password", u, err)
+		}
+	}
+	c := valid()
+	c.SessionStore = "rediss://app:hunter2@redis.internal:6380/2"
+	if err := c.Validate(); err != nil {
+		t.Errorf("a good rediss:// URL was refused: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/signer"
 )
 
 // run starts the proxy with cfg and serves until ctx ends. Every error it returns is fatal and
@@ -93,6 +94,28 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 			log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
 		}
 	}()
+	// With -session-store, replicas share sessions and per-vehicle leases through Redis; the
+	// store above stays this replica's local copy. Deferred after the store, so closed before it.
+	var shared signer.SharedStore
+	if cfg.SessionStore != "" {
+		rs, err := sessions.OpenRedis(sessions.RedisOptions{
+			URL:      cfg.SessionStore,
+			Prefix:   sessions.KeyPrefix(key.PublicBytes()),
+			Local:    store,
+			LeaseTTL: leaseTTL(cfg.Timeout),
+			Hooks: sessions.RedisHooks{
+				Call: m.StoreCall, LockWait: m.StoreLockWait, LeaseLost: m.StoreLeaseLost,
+				Degraded: m.StoreDegraded, LocalCommand: m.StoreLocalCommand,
+			},
+			Logger: log.Named("session-store"),
+		})
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		shared = rs
+		log.Info("sharing vehicle sessions with other replicas", zap.String("session_store", storeHost(cfg.SessionStore)), zap.Bool("reachable", !rs.Degraded()))
+	}
 	var metricsOnMain http.Handler
 	if cfg.MetricsAddr == "" {
 		metricsOnMain = m.Handler()
@@ -105,6 +128,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
 		Sessions:         store,
+		Shared:           shared,
 		OnUpstream:       m.Upstream,
 		OnHandshake:      m.Handshake,
 		OnSession:        m.Session,
@@ -171,6 +195,22 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	})
 	log.Info("stopped")
 	return err
+}
+
+// leaseTTL is how long a vehicle's lease in the shared store lives unless renewed: shorter than
+// a command's timeout, so that the lease of a replica that died frees the car well before the
+// commands waiting for it give up; renewed every third of it while a command runs.
+func leaseTTL(timeout time.Duration) time.Duration {
+	return min(3*time.Second, max(timeout/2, 300*time.Millisecond))
+}
+
+// storeHost is the host:port of a -session-store URL, for logs: never its user or password.
+func storeHost(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // serveMetrics serves /metrics on its own plain-HTTP listener until ctx ends.

@@ -130,12 +130,21 @@ func New(o Options) (*App, error) {
 		AllowNets:    o.AllowNets,
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
+		Degraded:     degraded(o.Shared),
 	})
 	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
 	if ownStore {
 		a.ownStore = store
 	}
 	return a, nil
+}
+
+// degraded returns the shared store's Degraded method, if it has one.
+func degraded(s signer.SharedStore) func() bool {
+	if d, ok := s.(interface{ Degraded() bool }); ok {
+		return d.Degraded
+	}
+	return nil
 }
 
 // Close releases what New made. A store passed in Options.Sessions is the caller's to close.

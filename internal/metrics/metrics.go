@@ -42,6 +42,14 @@ type Metrics struct {
 	handshakes prometheus.Counter
 	sessions   *prometheus.CounterVec
 	connWait   prometheus.Gauge
+
+	// The shared session store (-session-store), registered by New and zero without it.
+	storeCall     *prometheus.HistogramVec
+	storeErrors   *prometheus.CounterVec
+	storeLockWait prometheus.Histogram
+	storeLost     prometheus.Counter
+	storeDegraded prometheus.Gauge
+	storeLocal    prometheus.Counter
 }
 
 // New returns a Metrics with its own registry, including Go runtime and process collectors.
@@ -82,6 +90,33 @@ func New() *Metrics {
 			Help: "Requests waiting for an upstream connection (a dial in progress, or -upstream-max-conns reached). Counted only when -upstream-max-conns is set.",
 		}),
 	}
+	m.storeCall = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tesla_proxy_session_store_seconds",
+		Help:    "Time of each call to the shared session store (Redis), by operation: acquire, commit, release, renew, reconcile, ping.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+	}, []string{"op"})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tesla_proxy_session_store_errors_total",
+		Help: "Calls to the shared session store that failed or timed out, by operation.",
+	}, []string{"op"})
+	m.storeLockWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tesla_proxy_session_store_lock_wait_seconds",
+		Help:    "Time a command waited for its vehicle's lease in the shared store (another replica's command to the same car).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	m.storeLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tesla_proxy_session_store_lease_lost_total",
+		Help: "Vehicle leases that ran out or were taken over while their command ran; the command's state write was refused.",
+	})
+	m.storeDegraded = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tesla_proxy_session_store_degraded",
+		Help: "1 while the shared session store is unreachable and this replica serves from its local state, 0 otherwise.",
+	})
+	m.storeLocal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tesla_proxy_session_store_degraded_commands_total",
+		Help: "Commands served from local state alone because the shared session store was unreachable.",
+	})
+	m.reg.MustRegister(m.storeCall, m.storeErrors, m.storeLockWait, m.storeLost, m.storeDegraded, m.storeLocal)
 	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -139,3 +174,30 @@ func Category(path string) string {
 		return CategoryData
 	}
 }
+
+// StoreCall records one call to the shared session store.
+func (m *Metrics) StoreCall(op string, seconds float64, failed bool) {
+	m.storeCall.WithLabelValues(op).Observe(seconds)
+	if failed {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// StoreLockWait records how long a command waited for its vehicle's lease.
+func (m *Metrics) StoreLockWait(seconds float64) { m.storeLockWait.Observe(seconds) }
+
+// StoreLeaseLost records a lease that ran out while its command ran.
+func (m *Metrics) StoreLeaseLost() { m.storeLost.Inc() }
+
+// StoreDegraded records that the shared session store became unreachable (true) or reachable
+// again (false).
+func (m *Metrics) StoreDegraded(on bool) {
+	if on {
+		m.storeDegraded.Set(1)
+	} else {
+		m.storeDegraded.Set(0)
+	}
+}
+
+// StoreLocalCommand records a command served from local state while the store was unreachable.
+func (m *Metrics) StoreLocalCommand() { m.storeLocal.Inc() }

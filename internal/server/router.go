@@ -52,6 +52,10 @@ type Deps struct {
 	Observe func(route string, status int, seconds float64)
 	// InFlight, when not nil, is told when a request starts (+1) and ends (-1).
 	InFlight func(delta float64)
+	// Degraded, when not nil, reports whether the proxy serves with reduced guarantees (the
+	// shared session store unreachable); /health then says so, still with 200, since the proxy
+	// does serve. Nil means never.
+	Degraded func() bool
 }
 
 // NewRouter builds the proxy's one routing table. Order matters and is written here only:
@@ -72,7 +76,7 @@ func NewRouter(d Deps) http.Handler {
 	r.UseEncodedPath()
 	r.SkipClean(true)
 
-	r.Handle(PathHealth, routeClass(RouteHealth, methods(http.HandlerFunc(health), http.MethodGet, http.MethodHead)))
+	r.Handle(PathHealth, routeClass(RouteHealth, methods(health(d.Degraded), http.MethodGet, http.MethodHead)))
 	if d.PublicKeyPEM != nil {
 		pem := d.PublicKeyPEM
 		r.Handle(PathPublicKey, routeClass(RoutePublicKey, methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -112,9 +116,19 @@ func built(h http.Handler) http.Handler {
 	})
 }
 
-func health(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte("OK"))
+// health answers "OK", or, while degraded() reports true, 200 with a line saying what is
+// degraded: a load balancer keeps sending to a replica that serves from local state, and a
+// person or a probe reading the body sees why.
+func health(degraded func() bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if degraded != nil && degraded() {
+			w.Header().Set("X-Proxy-Degraded", "session-store")
+			_, _ = w.Write([]byte("DEGRADED: the shared session store is unreachable; serving from this replica's local state"))
+			return
+		}
+		_, _ = w.Write([]byte("OK"))
+	})
 }
 
 // methods answers 405 with an Allow header for any method not listed.
