@@ -125,6 +125,7 @@ func TestSources(t *testing.T) {
 		{"upstream", "TESLA_HTTP_PROXY_UPSTREAM", "upstream", "https://fleet.example", "", func(c *Config) { c.Upstream = "https://fleet.example" }},
 		{"upstream-ca", "TESLA_HTTP_PROXY_UPSTREAM_CA", "upstream_ca", "ca.pem", "", func(c *Config) { c.UpstreamCA = "ca.pem" }},
 		{"upstream-max-conns", "TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS", "upstream_max_conns", "300", "", func(c *Config) { c.UpstreamMaxConns = 300 }},
+		{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "true", "true", func(c *Config) { c.UpstreamHTTP2 = true }},
 		{"check-config", "", "", "true", "", func(c *Config) { c.CheckConfig = true }},
 		{"dev", "TESLA_HTTP_PROXY_DEV", "dev", "1", "true", func(c *Config) { c.Dev = true }},
 		{"dev-dir", "TESLA_HTTP_PROXY_DEV_DIR", "dev_dir", "/var/lib/dev", "", func(c *Config) { c.DevDir = "/var/lib/dev" }},

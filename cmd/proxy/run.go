@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 
 	upstream := rt.Upstream
 	m := metrics.New()
-	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns})
+	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: cfg.UpstreamHTTP2})
 	if err != nil {
 		return err
 	}
