@@ -43,7 +43,7 @@ import (
 // allRows are the row groups in the order they run; -rows selects among them.
 // Upload runs last: the reference buffers 100 MiB bodies, and the heap that leaves behind would
 // inflate its RSS in every later row.
-var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload"}
+var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload", "fleet"}
 
 type options struct {
 	duration time.Duration
@@ -175,7 +175,9 @@ type bench struct {
 
 	direct, ours, ref *contender
 
-	lines   []line
+	lines []line
+	// fleet holds the fleet rows' figures, when they ran.
+	fleet   *fleetResult
 	results map[string]measurement
 }
 
@@ -308,6 +310,7 @@ func (b *bench) run() error {
 		{"slowpass", b.rowSlowPass},
 		{"slowcmds", b.rowSlowCommands},
 		{"upload", b.rowUpload},
+		{"fleet", b.rowFleet},
 	}
 	for _, s := range steps {
 		if !b.o.rows[s.name] {

@@ -159,6 +159,7 @@ func (b *bench) verdicts() []verdict {
 	}
 	v = append(v, verdict{"no errors under any row's load", errsBy["ours"] == 0 && errsBy["direct"] == 0 && errsBy["reference"] == 0,
 		fmt.Sprintf("ours %d, reference %d, direct %d", errsBy["ours"], errsBy["reference"], errsBy["direct"])})
+	v = append(v, b.fleetVerdicts()...)
 	return v
 }
 
@@ -217,6 +218,7 @@ func (b *bench) render(took time.Duration) report {
 			fmt.Fprintf(&md, "- First error, %s %s %s: `%s`\n", l.row, l.load, l.contender, strings.ReplaceAll(l.firstErr, "`", "'"))
 		}
 	}
+	md.WriteString(b.fleetMarkdown())
 	md.WriteString(method)
 	return report{text: tb.String(), markdown: md.String()}
 }
