@@ -9,10 +9,12 @@
 #      - systemd-analyze security --offline: the exposure score must stay at or below 2.0
 #      - the ExecStart flags and Environment= defaults pass "proxy -check-config"
 #      - deploy/systemd/env.example names exactly the environment variables "proxy -help" lists
-#   2. deploy/kubernetes/sidecar.yaml, deploy/Dockerfile and its ignore file: the Go tests of
+#   2. deploy/kubernetes/sidecar.yaml and replicas.yaml, deploy/Dockerfile and its ignore file: the Go tests of
 #      deploy/validate (a module of its own): strict decoding into the Kubernetes API types
 #      (k8s.io/api), reference and hardening checks, "proxy -check-config" on the sidecar's
 #      flags, and BuildKit's Dockerfile parser and linter
+#   3. deploy/haproxy/haproxy.cfg: haproxy -c, with a throw-away certificate (skipped without
+#      haproxy or openssl)
 #
 #   scripts/check-deploy.sh
 #
@@ -124,6 +126,30 @@ else
     grep -E '^\s+\S+_test.go:[0-9]+: ' "$tmp/test.log" | sed 's/^\s*/      /'
   else
     fail "deploy/validate:"; grep -vE '^(=== RUN|\s*--- PASS|PASS$)' "$tmp/test.log" | sed 's/^/      /'
+  fi
+  # The multi-replica example, through the same manifest and proxy-flag checks.
+  if (cd deploy/validate && MANIFEST=../kubernetes/replicas.yaml PROXY_BIN="$proxy" go test -count=1 -v -run 'TestManifest|TestProxyContainer' ./...) >"$tmp/replicas.log" 2>&1; then
+    pass "deploy/kubernetes/replicas.yaml against k8s.io/api and proxy -check-config"
+  else
+    fail "deploy/kubernetes/replicas.yaml:"; grep -vE '^(=== RUN|\s*--- PASS|PASS$)' "$tmp/replicas.log" | sed 's/^/      /'
+  fi
+fi
+
+# ---- 3. HAProxy example --------------------------------------------------------------------------
+# haproxy -c, with the example's certificate paths pointed at a throw-away certificate.
+hacfg=deploy/haproxy/haproxy.cfg
+if ! command -v haproxy >/dev/null || ! command -v openssl >/dev/null; then
+  skip "$hacfg: haproxy or openssl is not installed"
+elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=tesla-proxy \
+    -keyout "$tmp/ha.key" -out "$tmp/ha.crt" -days 1 >/dev/null 2>&1; then
+  fail "$hacfg: openssl could not make a test certificate"
+else
+  cat "$tmp/ha.crt" "$tmp/ha.key" >"$tmp/ha.pem"
+  sed -e "s#/etc/haproxy/certs/tesla-proxy.pem#$tmp/ha.pem#" -e "s#/etc/haproxy/certs/replicas-ca.pem#$tmp/ha.crt#" "$hacfg" >"$tmp/haproxy.cfg"
+  if haproxy -c -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1; then
+    pass "$hacfg: haproxy -c"
+  else
+    fail "$hacfg: haproxy -c:"; sed 's/^/      /' "$tmp/haproxy.log"
   fi
 fi
 

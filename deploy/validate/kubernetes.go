@@ -29,6 +29,7 @@ type Manifest struct {
 	Secrets         []*corev1.Secret
 	Deployments     []*appsv1.Deployment
 	NetworkPolicies []*networkingv1.NetworkPolicy
+	Services        []*corev1.Service
 }
 
 // newObject returns an empty object of the Go type for apiVersion and kind, or nil for a kind
@@ -41,6 +42,8 @@ func newObject(apiVersion, kind string) any {
 		return &appsv1.Deployment{}
 	case "networking.k8s.io/v1 NetworkPolicy":
 		return &networkingv1.NetworkPolicy{}
+	case "v1 Service":
+		return &corev1.Service{}
 	}
 	return nil
 }
@@ -96,6 +99,8 @@ func Decode(data []byte) (*Manifest, error) {
 			m.Deployments = append(m.Deployments, o)
 		case *networkingv1.NetworkPolicy:
 			m.NetworkPolicies = append(m.NetworkPolicies, o)
+		case *corev1.Service:
+			m.Services = append(m.Services, o)
 		}
 	}
 	if len(errs) > 0 {
@@ -165,7 +170,48 @@ func (m *Manifest) Check() error {
 			}
 		}
 	}
+	for i, svc := range m.Services {
+		errs = append(errs, m.checkService(svc, field.NewPath("Service").Index(i))...)
+	}
 	return errs.ToAggregate()
+}
+
+// checkService checks that a Service selects the pods of a Deployment in the manifest, that its
+// target ports are ports those pods name or numbers, and that its session affinity is valid.
+func (m *Manifest) checkService(svc *corev1.Service, p *field.Path) field.ErrorList {
+	errs := checkMeta(svc.ObjectMeta, p.Child("metadata"))
+	var pods *corev1.PodTemplateSpec
+	for _, d := range m.Deployments {
+		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			pods = &d.Spec.Template
+			break
+		}
+	}
+	if pods == nil {
+		errs = append(errs, field.NotFound(p.Child("spec", "selector"), svc.Spec.Selector))
+	}
+	switch svc.Spec.SessionAffinity {
+	case "", corev1.ServiceAffinityNone, corev1.ServiceAffinityClientIP:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("spec", "sessionAffinity"), svc.Spec.SessionAffinity, []string{"None", "ClientIP"}))
+	}
+	for j, port := range svc.Spec.Ports {
+		pp := p.Child("spec", "ports").Index(j)
+		errs = append(errs, checkPort(intstr.FromInt32(port.Port), pp.Child("port"))...)
+		if port.TargetPort.Type != intstr.String || pods == nil {
+			continue
+		}
+		named := false
+		for _, c := range pods.Spec.Containers {
+			for _, cp := range c.Ports {
+				named = named || cp.Name == port.TargetPort.StrVal
+			}
+		}
+		if !named {
+			errs = append(errs, field.NotFound(pp.Child("targetPort"), port.TargetPort.StrVal))
+		}
+	}
+	return errs
 }
 
 func checkMeta(meta metav1.ObjectMeta, p *field.Path) field.ErrorList {

@@ -149,3 +149,30 @@ func TestOctalMode(t *testing.T) {
 		t.Fatalf("defaultMode 0400 decoded as %d, want %d", got, 0o400)
 	}
 }
+
+// TestServiceChecks: a Service that selects no Deployment of the manifest, or targets a port its
+// pods do not name, is refused.
+func TestServiceChecks(t *testing.T) {
+	base, err := os.ReadFile("../kubernetes/replicas.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"selector", "  selector:\n    app.kubernetes.io/name: tesla-proxy\n", "  selector:\n    app.kubernetes.io/name: tesla-prox\n", "spec.selector: Not found"},
+		{"target port", "      port: 443\n      targetPort: https\n", "      port: 443\n      targetPort: http\n", "targetPort: Not found"},
+		{"affinity", "  sessionAffinity: None\n", "  sessionAffinity: Sticky\n", "sessionAffinity: Unsupported value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.Count(string(base), tc.old) != 1 {
+				t.Fatalf("the case's text occurs %d times in replicas.yaml, want once", strings.Count(string(base), tc.old))
+			}
+			m, err := Decode([]byte(strings.Replace(string(base), tc.old, tc.new, 1)))
+			if err == nil {
+				err = m.Check()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
