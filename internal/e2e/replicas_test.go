@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -30,6 +31,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/certgen"
 	"github.com/teslaproxy/proxy/internal/fleetsim"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/testenv"
 	"github.com/teslaproxy/proxy/internal/testenv/redistest"
 )
@@ -47,6 +49,44 @@ type fleet struct {
 	token    string
 	vins     []string
 	hpOut    *testenv.SyncBuffer
+	gate     *gate
+	prefix   string // of the keys in Redis
+}
+
+// gate holds the next signed_command call for one VIN at the simulator until it is opened, so a
+// test can act while a replica is mid-command.
+type gate struct {
+	next http.Handler
+	mu   sync.Mutex
+	path string
+	in   chan struct{}
+	open chan struct{}
+}
+
+// hold arms the gate for vin's next signed_command; arrived is closed when it comes, and release
+// lets it through.
+func (g *gate) hold(vin string) (arrived <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.path = "/api/1/vehicles/" + vin + "/signed_command"
+	g.in, g.open = make(chan struct{}), make(chan struct{})
+	open := g.open
+	return g.in, sync.OnceFunc(func() { close(open) })
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	held := g.path != "" && r.URL.Path == g.path
+	in, open := g.in, g.open
+	if held {
+		g.path = ""
+	}
+	g.mu.Unlock()
+	if held {
+		close(in)
+		<-open
+	}
+	g.next.ServeHTTP(w, r)
 }
 
 type replica struct {
@@ -95,6 +135,7 @@ func startFleet(t *testing.T, vehicles int) *fleet {
 	}
 	keyFile := f.write("command.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	key := protocol.UnmarshalECDHPrivateKey(ek.Bytes())
+	f.prefix = sessions.KeyPrefix(key.PublicBytes())
 
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	f.sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{testenv.PublicKey(t, key)}})
@@ -107,7 +148,8 @@ func startFleet(t *testing.T, vehicles int) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	simSrv := &http.Server{Handler: f.sim, TLSConfig: &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second}
+	f.gate = &gate{next: f.sim}
+	simSrv := &http.Server{Handler: f.gate, TLSConfig: &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = simSrv.ServeTLS(simLn, "", "") }()
 	t.Cleanup(func() { _ = simSrv.Close() })
 	simURL := "https://" + simLn.Addr().String()
@@ -377,6 +419,10 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		}
 	}
 
+	// 1b. A replica paused (SIGSTOP) mid-command past its lease: another replica takes the
+	// vehicle over, and the paused one's state write is refused when it wakes up.
+	f.staleHolder(t, tl)
+
 	// 2. Redis stopped under load: the replicas serve from local state and say so on /health.
 	window := newTally()
 	for vin, n := range tl.sent {
@@ -423,6 +469,111 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	f.checkOnce(kill)
 	t.Logf("errors: Redis stopped %d/%d, replica killed %d/%d; vehicle rejections over the run: %v",
 		len(window.errors), window.requests, len(kill.errors), kill.requests, f.sim.Stats().Rejections)
+}
+
+// staleHolder pauses replica 1 while its command to a vehicle is held at the simulator, has
+// replica 2 command the same vehicle (which waits for the paused replica's lease to run out),
+// then lets replica 1 go on. Replica 1's state write must be refused (the stored counter stays
+// where replica 2 left it) and counted as a lost lease; every command runs once. Replica 1's
+// command, refused by the vehicle for a counter replica 2 used meanwhile, is re-synced and runs.
+func (f *fleet) staleHolder(t *testing.T, tl *tally) {
+	t.Helper()
+	vin := f.vins[0]
+	r1, r2, r3 := f.replicas[0], f.replicas[1], f.replicas[2]
+	lostBefore := metric(t, f, r1, "tesla_proxy_session_store_lease_lost_total")
+	arrived, release := f.gate.hold(vin)
+	defer release()
+	first := make(chan string, 1)
+	go func() { first <- f.direct(r1, vin) }()
+	tl.sent[vin]++
+	select {
+	case <-arrived:
+	case got := <-first:
+		t.Fatalf("replica 1's command ended before reaching the vehicle: %s", got)
+	}
+	_ = r1.cmd.Process.Signal(syscall.SIGSTOP)
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = r1.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	tl.sent[vin]++
+	if got := f.direct(r2, vin); got != "ok" {
+		t.Errorf("replica 2, with replica 1 paused holding the vehicle: %s", got)
+	} else {
+		tl.ok[vin]++
+	}
+	stored := f.storedCounter(t, vin)
+	release()
+	_ = r1.cmd.Process.Signal(syscall.SIGCONT)
+	resumed = true
+	if got := <-first; got == "ok" {
+		tl.ok[vin]++
+	} else {
+		t.Logf("replica 1's command after its pause: %s", got)
+	}
+	if lost := metric(t, f, r1, "tesla_proxy_session_store_lease_lost_total"); lost <= lostBefore {
+		t.Errorf("replica 1 counted %v lost leases after its pause, want more than %v", lost, lostBefore)
+	}
+	if got := f.storedCounter(t, vin); got != stored {
+		t.Errorf("stored counter %s after the stale holder woke up, want %s, where the current holder left it", got, stored)
+	}
+	tl.sent[vin]++
+	if got := f.direct(r3, vin); got != "ok" {
+		t.Errorf("replica 3 after the stale holder: %s", got)
+	} else {
+		tl.ok[vin]++
+	}
+	f.checkOnce(tl)
+}
+
+// storedCounter returns the Infotainment counter Redis holds for vin.
+func (f *fleet) storedCounter(t *testing.T, vin string) string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: f.redis.Addr})
+	defer c.Close()
+	v, err := c.HGet(context.Background(), f.prefix+"{"+vin+"}:state", "c1").Result()
+	if err != nil {
+		t.Fatalf("reading %s's stored state: %v", vin, err)
+	}
+	return v
+}
+
+// direct sends flash_lights to one replica, bypassing haproxy, and returns "ok" or what went wrong.
+func (f *fleet) direct(r *replica, vin string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.url+"/api/1/vehicles/"+vin+"/command/flash_lights", nil)
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == 200 && commandOK(b) {
+		return "ok"
+	}
+	return fmt.Sprintf("%d %.200s", resp.StatusCode, b)
+}
+
+// metric returns one unlabelled sample from a replica's /metrics (0 when absent).
+func metric(t *testing.T, f *fleet, r *replica, name string) float64 {
+	t.Helper()
+	resp, err := f.client.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // commandsServed returns how many commands a replica answered 200, from its /metrics.
