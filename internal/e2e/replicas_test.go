@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +186,7 @@ frontend fe
 backend proxies
   balance roundrobin
   option httpchk GET /health
-  default-server ssl verify required ca-file %s verifyhost localhost sni str(localhost) check inter 200ms fall 2 rise 1
+  default-server ssl verify required ca-file %s verifyhost localhost sni str(localhost) check inter 1s fall 3 rise 1
 %s`, lbPort, filepath.Join(f.dir, "haproxy.pem"), caFile, servers.String())
 	cfgFile := f.write("haproxy.cfg", []byte(cfg))
 	hp := exec.Command(haproxy, "-f", cfgFile, "-db")
@@ -315,43 +316,59 @@ type tally struct {
 	ok       map[string]int // successes, per VIN
 	requests int
 	errors   []string
+	took     []time.Duration // each answer's time
 }
 
 // load sends flash_lights through haproxy, one client per VIN of vins (commands to a car in order, as
 // apps send them), until total commands have been answered. At the answer numbered at, it calls
 // fault once, from the client that got it, while the others go on.
 func (f *fleet) load(tl *tally, vins []string, total, at int, fault func()) {
+	f.loadN(tl, vins, 1, total, at, fault)
+}
+
+// loadN is load with clients clients per VIN.
+func (f *fleet) loadN(tl *tally, vins []string, clients, total, at int, fault func()) {
 	var wg sync.WaitGroup
 	var once sync.Once
 	for _, vin := range vins {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				tl.mu.Lock()
-				if tl.requests >= total {
-					tl.mu.Unlock()
-					return
-				}
-				tl.sent[vin]++
-				tl.mu.Unlock()
-				status, body, err := f.command(vin)
-				tl.mu.Lock()
-				tl.requests++
-				n := tl.requests
-				if err == nil && status == 200 && commandOK(body) {
-					tl.ok[vin]++
-				} else {
-					tl.errors = append(tl.errors, fmt.Sprintf("%s: %d %v %.200s", vin, status, err, body))
-				}
-				tl.mu.Unlock()
-				if n == at && fault != nil {
-					once.Do(fault)
-				}
-			}
-		}()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f.client1(tl, vin, total, at, &once, fault)
+			}()
+		}
 	}
 	wg.Wait()
+}
+
+// client1 sends commands to vin, one after another, until the tally holds total answers.
+func (f *fleet) client1(tl *tally, vin string, total, at int, once *sync.Once, fault func()) {
+	for {
+		tl.mu.Lock()
+		if tl.requests >= total {
+			tl.mu.Unlock()
+			return
+		}
+		tl.sent[vin]++
+		tl.mu.Unlock()
+		start := time.Now()
+		status, body, err := f.command(vin)
+		took := time.Since(start)
+		tl.mu.Lock()
+		tl.took = append(tl.took, took)
+		tl.requests++
+		n := tl.requests
+		if err == nil && status == 200 && commandOK(body) {
+			tl.ok[vin]++
+		} else {
+			tl.errors = append(tl.errors, fmt.Sprintf("%s: %d %v %.200s", vin, status, err, body))
+		}
+		tl.mu.Unlock()
+		if n == at && fault != nil {
+			once.Do(fault)
+		}
+	}
 }
 
 func (f *fleet) command(vin string) (int, []byte, error) {
@@ -375,7 +392,7 @@ func (f *fleet) command(vin string) (int, []byte, error) {
 // succeeded: nothing was executed twice, and nothing reported done was not.
 func (f *fleet) checkOnce(tl *tally) {
 	f.t.Helper()
-	for _, vin := range f.vins {
+	for vin := range tl.sent {
 		ex := len(f.sim.Executions(vin))
 		if ex > tl.sent[vin] || ex < tl.ok[vin] {
 			f.t.Errorf("%s: %d executions for %d commands sent and %d answered done", vin, ex, tl.sent[vin], tl.ok[vin])
@@ -593,4 +610,63 @@ func commandsServed(t *testing.T, f *fleet, r *replica) int {
 		}
 	}
 	return 0
+}
+
+// TestReplicasAtScale runs issue 13's two load shapes through three replicas behind haproxy and
+// checks its targets: 500 VINs with one client each, then 10 VINs with 20 concurrent clients
+// each; no error, at most one handshake per VIN over all replicas, no vehicle rejection, nothing
+// executed twice. It logs the rate and latency. It takes a while, so it runs only with
+// REPLICAS_SCALE=1:
+//
+//	REPLICAS_SCALE=1 go test -run TestReplicasAtScale -v ./internal/e2e
+func TestReplicasAtScale(t *testing.T) {
+	if os.Getenv("REPLICAS_SCALE") == "" {
+		t.Skip("set REPLICAS_SCALE=1 to run issue 13's load shapes (500 VINs; 10 VINs × 20 clients)")
+	}
+	f := startFleet(t, 510)
+	for _, shape := range []struct {
+		name          string
+		vins          []string
+		clients, cmds int
+	}{
+		{"500 VINs × 1 client", f.vins[:500], 1, 5000},
+		{"10 VINs × 20 clients", f.vins[500:], 20, 4000},
+	} {
+		tl := newTally()
+		start := time.Now()
+		f.loadN(tl, shape.vins, shape.clients, shape.cmds, 0, nil)
+		elapsed := time.Since(start)
+		slices.Sort(tl.took)
+		t.Logf("%s: %d commands in %v, %.0f commands/s, p50 %v, p90 %v, %d errors",
+			shape.name, tl.requests, elapsed.Round(time.Millisecond), float64(tl.requests)/elapsed.Seconds(),
+			tl.took[len(tl.took)/2].Round(10*time.Microsecond), tl.took[len(tl.took)*9/10].Round(10*time.Microsecond), len(tl.errors))
+		if len(tl.errors) > 0 {
+			t.Errorf("%s: %d errors; first: %s", shape.name, len(tl.errors), tl.errors[0])
+			for _, l := range strings.Split(f.hpOut.String(), "\n") {
+				if strings.Contains(l, "DOWN") || strings.Contains(l, "UP") {
+					t.Logf("haproxy: %s", l)
+				}
+			}
+		}
+		st := f.sim.Stats()
+		handshakes, worst := 0, 0
+		for _, vin := range shape.vins {
+			vs := st.Vehicles[vin]
+			h := vs.Handshakes.VCSEC + vs.Handshakes.Infotainment
+			handshakes += h
+			worst = max(worst, h)
+		}
+		t.Logf("%s: %d handshakes over %d VINs (at most %d for one), vehicle rejections %v", shape.name, handshakes, len(shape.vins), worst, st.Rejections)
+		if worst > 1 {
+			t.Errorf("%s: a VIN had %d handshakes over 3 replicas, want at most 1", shape.name, worst)
+		}
+		if len(st.Rejections) > 0 {
+			t.Errorf("%s: vehicle rejections %v, want none", shape.name, st.Rejections)
+		}
+		for i, r := range f.replicas {
+			t.Logf("replica %d: commands served while degraded %v, lost leases %v", i+1,
+				metric(t, f, r, "tesla_proxy_session_store_degraded_commands_total"), metric(t, f, r, "tesla_proxy_session_store_lease_lost_total"))
+		}
+		f.checkOnce(tl)
+	}
 }

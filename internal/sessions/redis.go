@@ -31,6 +31,15 @@ import (
 // DefaultCallTimeout bounds one Redis call when RedisOptions.CallTimeout is zero.
 const DefaultCallTimeout = 200 * time.Millisecond
 
+// minPoolSize is the least number of connections a replica keeps to Redis.
+const minPoolSize = 128
+
+// failuresToDegrade is how many calls in a row must fail by timing out before the store stops
+// calling Redis and serves from local state: one slow call under load serves its own command
+// locally, but does not switch every command to local state. A refused connection degrades at
+// once.
+const failuresToDegrade = 3
+
 // KeyPrefix returns the prefix of every key a proxy signing with the key whose public half is
 // pub writes to Redis: apps with different keys can share one Redis without sharing anything.
 func KeyPrefix(pub []byte) string {
@@ -92,6 +101,7 @@ type Redis struct {
 	// roundTrips counts commands sent to Redis (a script is one).
 	roundTrips atomic.Int64
 	down       atomic.Bool
+	failures   atomic.Int32 // calls in a row that failed
 
 	mu     sync.Mutex
 	dirty  map[string]struct{} // VINs committed locally while degraded
@@ -125,6 +135,9 @@ func OpenRedis(o RedisOptions) (*Redis, error) {
 	// A retried acquire would meet its own lease and a retried commit is decided by the fence:
 	// never let the client resend on its own. Every call is bounded by its context.
 	opt.MaxRetries = -1
+	// A command holds a connection for one script (well under a millisecond), but under load
+	// hundreds run at once; waiting for a pooled connection counts against the call timeout.
+	opt.PoolSize = max(opt.PoolSize, minPoolSize)
 	opt.DialTimeout = o.CallTimeout
 	opt.ReadTimeout = o.CallTimeout
 	opt.WriteTimeout = o.CallTimeout
@@ -462,10 +475,22 @@ func (r *Redis) run(ctx context.Context, op string, s *redis.Script, keys []stri
 	if r.hooks.Call != nil {
 		r.hooks.Call(op, time.Since(start).Seconds(), err != nil)
 	}
-	if err != nil && ctx.Err() == nil {
+	switch {
+	case err == nil:
+		r.failures.Store(0)
+	case ctx.Err() != nil:
+		// The caller gave up (the client left): says nothing about Redis.
+	case r.failures.Add(1) >= failuresToDegrade || !isTimeout(err):
 		r.degrade(err)
 	}
 	return res, err
+}
+
+// isTimeout reports whether err is a call that ran out of time (Redis slow, or this process
+// starved), as opposed to one Redis refused or could not be reached for.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // degrade marks Redis unreachable, logs it once, and starts probing for its return.
@@ -538,6 +563,7 @@ func (r *Redis) probeLoop() {
 			continue
 		}
 		n := r.reconcile()
+		r.failures.Store(0)
 		r.down.Store(false)
 		r.log.Info("the session store is reachable again", zap.Int("reconciled", n))
 		if r.hooks.Degraded != nil {
