@@ -174,3 +174,30 @@ func scanForSecrets(t *testing.T, srv *redistest.Server, raw []byte, sim *fleets
 		}
 	}
 }
+
+// TestReplicasShareLegacyMarks: once one replica learns that a vehicle predates the command
+// protocol, the others send its commands to the REST API straight away, without trying a
+// signed_command first.
+func TestReplicasShareLegacyMarks(t *testing.T) {
+	srv := redistest.Start(t)
+	envs, _ := replicas(t, 3, 1, newRawKey(t), srv.URL())
+	vin := envs[0].VINs[0]
+	sim := envs[0].Sim
+	sim.SetFault(vin, fleetsim.Fault{Legacy: true})
+	if a, err := send(context.Background(), envs[0], vin, "flash_lights", nil); err != nil || !a.ok() {
+		t.Fatalf("first command to a legacy vehicle: %v %d %s", err, a.status, a.body)
+	}
+	signed := sim.Stats().Routes["signed_command"]
+	for _, env := range envs[1:] {
+		if a, err := send(context.Background(), env, vin, "flash_lights", nil); err != nil || !a.ok() {
+			t.Fatalf("legacy vehicle through another replica: %v %d %s", err, a.status, a.body)
+		}
+	}
+	st := sim.Stats()
+	if got := st.Routes["signed_command"]; got != signed {
+		t.Errorf("the other replicas sent %d signed_command calls to a vehicle marked legacy, want 0", got-signed)
+	}
+	if got := st.Vehicles[vin].REST; got != 3 {
+		t.Errorf("REST commands the vehicle ran: %d, want 3", got)
+	}
+}
