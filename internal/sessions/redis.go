@@ -103,9 +103,6 @@ type Redis struct {
 	down       atomic.Bool
 	failures   atomic.Int32 // calls in a row that failed
 
-	// pending counts commits still being written (CommitAsync).
-	pending sync.WaitGroup
-
 	mu     sync.Mutex
 	dirty  map[string]struct{} // VINs committed locally while degraded
 	closed bool
@@ -183,7 +180,6 @@ func (r *Redis) Close() error {
 	r.closed = true
 	close(r.stop)
 	r.mu.Unlock()
-	r.pending.Wait()
 	r.wg.Wait()
 	return r.client.Close()
 }
@@ -455,28 +451,6 @@ func (l *Lease) Commit(rec Record) bool {
 	})
 	return wrote
 }
-
-// CommitAsync keeps rec in the local copy at once, then writes it to Redis and releases the lease
-// as Commit does, in the background, and calls done when that is finished. The caller keeps the
-// car's commands waiting until done (its own lock), so the order of commands is unchanged; the
-// client that sent this one need not wait for the write. Settle waits for every pending write.
-func (l *Lease) CommitAsync(rec Record, done func()) {
-	if !l.shared {
-		l.Commit(rec)
-		done()
-		return
-	}
-	l.r.local.Put(l.vin, rec)
-	l.r.pending.Add(1)
-	go func() {
-		defer l.r.pending.Done()
-		l.Commit(rec)
-		done()
-	}()
-}
-
-// Settle waits until every write started by CommitAsync has finished.
-func (r *Redis) Settle() { r.pending.Wait() }
 
 // Release gives the lease up without writing, if Commit has not been called.
 func (l *Lease) Release() {

@@ -100,11 +100,9 @@ type sharedTurn struct {
 
 func (h *sharedTurn) Record() sessions.Record { return h.lease.Record() }
 
-// Commit keeps rec and answers at once: the write to the shared store and the lease's release
-// (one round trip) finish in the background, and only then is this process's lock on the car
-// released, so the car's next command still starts after them.
 func (h *sharedTurn) Commit(rec sessions.Record) {
-	h.lease.CommitAsync(rec, func() { h.locks.unlock(h.vin, h.l) })
+	h.lease.Commit(rec)
+	h.locks.unlock(h.vin, h.l)
 }
 
 func (h *sharedTurn) Release() {
