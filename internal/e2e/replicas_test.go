@@ -475,10 +475,10 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		kill.sent[vin], kill.ok[vin] = n, after.ok[vin]
 	}
 	// Every command in flight at the killed replica fails (its client's connection is cut); with
-	// 15 clients about 5 are. Those waiting for a car whose lease it held wait for the lease to
+	// 10 clients about 3 are. Those waiting for a car whose lease it held wait for the lease to
 	// run out, and go on.
 	victim := f.replicas[1]
-	f.load(kill, f.vins[:15], 450, 60, func() { _ = victim.cmd.Process.Signal(syscall.SIGKILL) })
+	f.load(kill, f.vins[:10], 450, 60, func() { _ = victim.cmd.Process.Signal(syscall.SIGKILL) })
 	if max := kill.requests * 2 / 100; len(kill.errors) > max {
 		t.Logf("haproxy:\n%s", f.hpOut.String())
 		t.Errorf("replica killed: %d of %d commands failed, want at most 2%% (%d); first: %s", len(kill.errors), kill.requests, max, kill.errors[0])

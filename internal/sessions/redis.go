@@ -34,11 +34,15 @@ const DefaultCallTimeout = 200 * time.Millisecond
 // minPoolSize is the least number of connections a replica keeps to Redis.
 const minPoolSize = 128
 
-// failuresToDegrade is how many calls in a row must fail by timing out before the store stops
-// calling Redis and serves from local state: one slow call under load serves its own command
-// locally, but does not switch every command to local state. A refused connection degrades at
-// once.
-const failuresToDegrade = 3
+// A Redis that refuses connections (stopped, unreachable) degrades the store at once. One that
+// only times out degrades it once calls have kept failing, with no success in between, for
+// failingFor and at least failuresToDegrade calls: a replica starved of CPU for a moment, or one
+// slow call, must not switch every command to local state, where replicas' counters collide.
+// Until then a timed-out acquire or commit is tried again (both scripts can be repeated).
+const (
+	failuresToDegrade = 3
+	failingFor        = time.Second
+)
 
 // KeyPrefix returns the prefix of every key a proxy signing with the key whose public half is
 // pub writes to Redis: apps with different keys can share one Redis without sharing anything.
@@ -102,6 +106,7 @@ type Redis struct {
 	roundTrips atomic.Int64
 	down       atomic.Bool
 	failures   atomic.Int32 // calls in a row that failed
+	failingAt  atomic.Int64 // Unix ns of the first of them; 0 after a success
 
 	mu     sync.Mutex
 	dirty  map[string]struct{} // VINs committed locally while degraded
@@ -201,10 +206,16 @@ func (r *Redis) keys(vin string) []string {
 var (
 	// acquireScript takes the lease and reads the state in one round trip. It answers
 	// {fence, record or false} when it took the lease, {0, ms left} when another holds it.
+	// A repeat of an acquire whose answer was lost finds its own token and answers as the first
+	// time did.
 	acquireScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local f = redis.call('INCR', KEYS[2])
   return {f, redis.call('HGET', KEYS[3], 'rec')}
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {tonumber(redis.call('GET', KEYS[2])), redis.call('HGET', KEYS[3], 'rec')}
 end
 return {0, redis.call('PTTL', KEYS[1])}`)
 
@@ -318,7 +329,10 @@ func (r *Redis) Acquire(ctx context.Context, vin string) (*Lease, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return r.localLease(l), nil
+			if r.down.Load() {
+				return r.localLease(l), nil
+			}
+			continue // timed out, not yet degraded: the script may have run; it can be repeated
 		}
 		vals, ok := res.([]any)
 		if !ok || len(vals) < 1 {
@@ -435,7 +449,15 @@ func (l *Lease) Commit(rec Record) bool {
 		}
 		close(l.done)
 		args := append([]any{l.token, l.fence}, stateArgs(rec)...)
-		res, err := l.r.run(context.Background(), "commit", commitScript, l.keys, args...)
+		// A repeated commit writes the same state under the same fence, or is refused if
+		// another replica has the lease by then: safe to try again after a timeout.
+		var res any
+		var err error
+		for range failuresToDegrade {
+			if res, err = l.r.run(context.Background(), "commit", commitScript, l.keys, args...); err == nil || l.r.down.Load() {
+				break
+			}
+		}
 		if err != nil {
 			l.r.markDirty(l.vin)
 			return
@@ -478,10 +500,17 @@ func (r *Redis) run(ctx context.Context, op string, s *redis.Script, keys []stri
 	switch {
 	case err == nil:
 		r.failures.Store(0)
+		r.failingAt.Store(0)
 	case ctx.Err() != nil:
 		// The caller gave up (the client left): says nothing about Redis.
-	case r.failures.Add(1) >= failuresToDegrade || !isTimeout(err):
+	case !isTimeout(err):
 		r.degrade(err)
+	default:
+		now := time.Now().UnixNano()
+		r.failingAt.CompareAndSwap(0, now)
+		if r.failures.Add(1) >= failuresToDegrade && now-r.failingAt.Load() >= int64(failingFor) {
+			r.degrade(err)
+		}
 	}
 	return res, err
 }
@@ -564,6 +593,7 @@ func (r *Redis) probeLoop() {
 		}
 		n := r.reconcile()
 		r.failures.Store(0)
+		r.failingAt.Store(0)
 		r.down.Store(false)
 		r.log.Info("the session store is reachable again", zap.Int("reconciled", n))
 		if r.hooks.Degraded != nil {

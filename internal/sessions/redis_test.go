@@ -261,29 +261,33 @@ func TestRedisDownServesLocallyAndReconciles(t *testing.T) {
 
 func TestRedisHungServerTimesOut(t *testing.T) {
 	srv := redistest.Start(t)
-	a := replica(t, srv.URL(), RedisHooks{})
+	var calls, failed atomic.Int64
+	a := replica(t, srv.URL(), RedisHooks{Call: func(_ string, _ float64, f bool) {
+		calls.Add(1)
+		if f {
+			failed.Add(1)
+		}
+	}})
 	const vin = "5YJ3E1EA1KF000006"
 	l, _ := a.Acquire(t.Context(), vin)
 	l.Release()
 	srv.Pause()
 	defer srv.Resume()
-	// Each call times out and serves its command locally; a few in a row degrade the store.
-	for i := range failuresToDegrade {
-		if a.Degraded() {
-			t.Fatalf("degraded after %d timed-out calls, want %d", i, failuresToDegrade)
-		}
-		l, err := a.Acquire(t.Context(), vin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l.Shared() {
-			t.Error("a lease was shared with Redis hung")
-		}
-		l.Commit(Record{})
+	calls.Store(0)
+	failed.Store(0)
+	// Each call times out; the acquire tries again until calls have failed for a while, then the
+	// store degrades and the command runs on local state.
+	l, err := a.Acquire(t.Context(), vin)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !a.Degraded() {
-		t.Errorf("not degraded after %d timed-out calls", failuresToDegrade)
+	if l.Shared() || !a.Degraded() {
+		t.Errorf("with Redis hung: shared %v, degraded %v; want false, true", l.Shared(), a.Degraded())
 	}
+	if failed.Load() < failuresToDegrade || failed.Load() != calls.Load() {
+		t.Errorf("%d calls, %d failed before degrading; want at least %d, all failed", calls.Load(), failed.Load(), failuresToDegrade)
+	}
+	l.Commit(Record{})
 }
 
 func TestOpenRedisRefusesBadURL(t *testing.T) {
@@ -295,5 +299,35 @@ func TestOpenRedisRefusesBadURL(t *testing.T) {
 	}
 	if got := err.Error(); strings.Contains(got, "s3cret") {
 		t.Errorf("error %q shows the password", got)
+	}
+}
+
+// TestRedisScriptsCanBeRepeated: an acquire or a commit whose answer was lost (a timeout) is
+// sent again; the repeat must answer as the first did, not wait for its own lease or refuse its
+// own write.
+func TestRedisScriptsCanBeRepeated(t *testing.T) {
+	srv := redistest.Start(t)
+	a := replica(t, srv.URL(), RedisHooks{})
+	keys := a.keys("5YJ3E1EA1KF000007")
+	ttl := a.ttl.Milliseconds()
+	first, err := acquireScript.Run(t.Context(), a.client, keys, "tok", ttl).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := acquireScript.Run(t.Context(), a.client, keys, "tok", ttl).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first[0].(int64) < 1 || again[0] != first[0] {
+		t.Fatalf("acquire then its repeat: fence %v then %v, want the same fence, at least 1", first[0], again[0])
+	}
+	var rec Record
+	rec.Sessions[VCSEC] = session(3, 1)
+	args := append([]any{"tok", first[0]}, stateArgs(rec)...)
+	for i := range 2 {
+		n, err := commitScript.Run(t.Context(), a.client, keys, args...).Int64()
+		if err != nil || n != 1 {
+			t.Fatalf("commit #%d: %d %v, want 1", i+1, n, err)
+		}
 	}
 }
