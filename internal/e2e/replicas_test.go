@@ -440,6 +440,7 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	// vehicle over, and the paused one's state write is refused when it wakes up.
 	f.staleHolder(t, tl)
 
+	rejections := []int{rejectionsOf(f.sim)}
 	// 2. Redis stopped under load: the replicas serve from local state and say so on /health.
 	window := newTally()
 	for vin, n := range tl.sent {
@@ -458,6 +459,7 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	f.checkOnce(window)
 
 	// 3. Redis back, empty: the replicas carry on from local state.
+	rejections = append(rejections, rejectionsOf(f.sim))
 	f.redis.Restart()
 	after := newTally()
 	for vin, n := range window.sent {
@@ -469,6 +471,7 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	}
 	f.checkOnce(after)
 
+	rejections = append(rejections, rejectionsOf(f.sim))
 	// 4. A replica killed with SIGKILL under load: its leases run out and the others carry on.
 	kill := newTally()
 	for vin, n := range after.sent {
@@ -484,8 +487,13 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		t.Errorf("replica killed: %d of %d commands failed, want at most 2%% (%d); first: %s", len(kill.errors), kill.requests, max, kill.errors[0])
 	}
 	f.checkOnce(kill)
-	t.Logf("errors: Redis stopped %d/%d, replica killed %d/%d; vehicle rejections over the run: %v",
-		len(window.errors), window.requests, len(kill.errors), kill.requests, f.sim.Stats().Rejections)
+	for _, e := range kill.errors {
+		t.Logf("replica killed, error: %.160s", e)
+	}
+	rejections = append(rejections, rejectionsOf(f.sim))
+	t.Logf("errors: Redis stopped %d/%d, replica killed %d/%d; vehicle rejections (counter faults, each settled by a re-sync): Redis stopped %d, Redis back empty %d, replica killed %d",
+		len(window.errors), window.requests, len(kill.errors), kill.requests,
+		rejections[1]-rejections[0], rejections[2]-rejections[1], rejections[3]-rejections[2])
 }
 
 // staleHolder pauses replica 1 while its command to a vehicle is held at the simulator, has
@@ -591,6 +599,15 @@ func metric(t *testing.T, f *fleet, r *replica, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// rejectionsOf returns how many commands the vehicles have refused so far.
+func rejectionsOf(sim *fleetsim.Server) int {
+	n := 0
+	for _, v := range sim.Stats().Rejections {
+		n += v
+	}
+	return n
 }
 
 // commandsServed returns how many commands a replica answered 200, from its /metrics.
