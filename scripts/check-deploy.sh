@@ -101,7 +101,7 @@ else
     fail "proxy ${args[*]} -check-config (env ${envs[*]}):"; echo "$out" | sed 's/^/      /'
   fi
 
-  known=$("$proxy" -help 2>&1 | grep -o 'env [A-Z_]*' | awk '{print $2}' | sort -u)
+  known=$("$proxy" -help 2>&1 | grep -o 'env [A-Z][A-Z0-9_]*' | awk '{print $2}' | sort -u)
   listed=$(grep -oE '^#?[A-Z][A-Z0-9_]*=' "$envfile" | tr -d '#=' | sort -u)
   missing=$(comm -23 <(echo "$known") <(echo "$listed"))
   extra=$(comm -13 <(echo "$known") <(echo "$listed"))
