@@ -27,6 +27,27 @@ type Config struct {
 	// Flag -key-file, env TESLA_KEY_FILE, YAML key_file. Empty means none was given, which
 	// Validate accepts only in Dev mode.
 	KeyFile string
+	// KeyName is the name of the command-signing key in a system keyring, as tesla-keygen
+	// -key-name NAME create stores it; the key is then read through vehicle-command's pkg/cli.
+	// Flag -key-name, env TESLA_KEY_NAME, YAML key_name. Empty means the key comes from KeyFile.
+	// Giving both is invalid.
+	KeyName string
+	// KeyringType is the keyring backend holding KeyName, one of the names 99designs/keyring
+	// offers on this system (file, secret-service, keyctl, pass, kwallet, keychain, wincred).
+	// Flag -keyring-type, env TESLA_KEYRING_TYPE, YAML keyring_type. Empty means the first
+	// backend available, as tesla-http-proxy does.
+	KeyringType string
+	// KeyringFileDir is the directory of the file keyring ("~" is the home directory). Flag
+	// -keyring-file-dir, env TESLA_KEYRING_PATH, YAML keyring_file_dir; default "~/.tesla_keys".
+	// Unlike tesla-http-proxy, whose flag default shadows it, TESLA_KEYRING_PATH is honoured.
+	KeyringFileDir string
+	// KeyringDebug reports whether the keyring library logs what it does. Flag -keyring-debug,
+	// env TESLA_KEYRING_DEBUG, YAML keyring_debug. False means it is quiet.
+	KeyringDebug bool
+	// KeyringPassword unlocks a file keyring. Env TESLA_KEYRING_PASSWORD only (no flag, no YAML
+	// key, so it appears in no process list or file), as tesla-http-proxy reads it. It is a
+	// secret: never log or print it. Empty means the keyring asks on a terminal, if there is one.
+	KeyringPassword Secret
 	// CertFile is the TLS certificate chain, PEM.
 	// Flag -cert, env TESLA_HTTP_PROXY_TLS_CERT, YAML cert. Empty means none was given, which
 	// Validate accepts only in Dev or Plaintext mode.
@@ -96,6 +117,16 @@ type Config struct {
 	// -session-cache, env TESLA_HTTP_PROXY_SESSION_CACHE, YAML session_cache. Empty means
 	// sessions are kept in memory only.
 	SessionCache string
+	// DisableSessionCache reports whether sessions are kept in memory only, whatever
+	// SessionCache says. Flag -disable-session-cache, env
+	// TESLA_HTTP_PROXY_DISABLE_SESSION_CACHE, YAML disable_session_cache. False means
+	// SessionCache is used.
+	DisableSessionCache bool
+	// Domains are the vehicle domains (VCSEC, INFOTAINMENT) tesla-http-proxy's -domain flag
+	// names. That flag is registered by the reference but never used; the proxy chooses the
+	// domain per command, so Domains is checked and otherwise ignored. Flag -domain (may be
+	// repeated) only. Nil means none was given.
+	Domains []string
 	// SessionStore is a Redis (or Valkey) that replicas share their vehicle sessions and
 	// per-vehicle leases through: redis://[user:password@]host:port/db, or rediss:// for TLS.
 	// Flag -session-store, env TESLA_HTTP_PROXY_SESSION_STORE, YAML session_store. Empty means
@@ -139,7 +170,36 @@ const (
 	defaultMaxResponse     = 1 << 20 // 1 MiB: a signed_command reply is well under 1 KiB
 	defaultCacheSize       = 1_000_000
 	defaultShutdownTimeout = 15 * time.Second
+	defaultKeyringFileDir  = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
 )
+
+// EnvKeyringPassword is the environment variable that holds the file keyring's password, read
+// by [Load] into KeyringPassword. It is not in the settings table: a password has no flag.
+const EnvKeyringPassword = "TESLA_KEYRING_PASSWORD"
+
+// Secret is a setting that must never be printed: formatted with %v, %s, %q or %#v it shows
+// "[redacted]" (or "" when empty). Convert it to string to use it.
+type Secret string
+
+// String returns "[redacted]", or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString is String, for %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// IgnoredReferenceEnv lists the environment variables tesla-http-proxy v0.4.1 reads that this
+// proxy deliberately ignores, with the reason; README's reference table repeats it.
+var IgnoredReferenceEnv = map[string]string{
+	"TESLA_CACHE_FILE": "the reference only loads this vehicle-command session cache and never uses it; sessions persist with -session-cache (TESLA_HTTP_PROXY_SESSION_CACHE)",
+}
+
+// referenceDomains are the names tesla-http-proxy's -domain accepts (case-insensitive).
+var referenceDomains = []string{"VCSEC", "INFOTAINMENT"}
 
 // unixPrefix marks a Host that is a unix socket path rather than a TCP host.
 const unixPrefix = "unix:"
@@ -155,6 +215,7 @@ func Defaults() Config {
 		MaxResponseBytes: defaultMaxResponse,
 		CacheSize:        defaultCacheSize,
 		ShutdownTimeout:  defaultShutdownTimeout,
+		KeyringFileDir:   defaultKeyringFileDir,
 	}
 }
 
@@ -178,6 +239,18 @@ var settings = []setting{
 	{"key-file", "TESLA_KEY_FILE", "key_file", "path",
 		"command-signing private key, PEM (SEC1 or PKCS8), P-256; required unless -dev",
 		func(c *Config) any { return &c.KeyFile }},
+	{"key-name", "TESLA_KEY_NAME", "key_name", "name",
+		"name of the command-signing key in a system keyring (as tesla-keygen -key-name makes it); instead of -key-file",
+		func(c *Config) any { return &c.KeyName }},
+	{"keyring-type", "TESLA_KEYRING_TYPE", "keyring_type", "type",
+		"keyring backend for -key-name: file, secret-service, keyctl, pass, kwallet, keychain or wincred; empty picks the first available (file needs TESLA_KEYRING_PASSWORD)",
+		func(c *Config) any { return &c.KeyringType }},
+	{"keyring-file-dir", "TESLA_KEYRING_PATH", "keyring_file_dir", "path",
+		"directory of the file keyring",
+		func(c *Config) any { return &c.KeyringFileDir }},
+	{"keyring-debug", "TESLA_KEYRING_DEBUG", "keyring_debug", "",
+		"keyring library debug logging",
+		func(c *Config) any { return &c.KeyringDebug }},
 	{"cert", "TESLA_HTTP_PROXY_TLS_CERT", "cert", "path",
 		"TLS certificate chain, PEM; required unless -dev or -plaintext",
 		func(c *Config) any { return &c.CertFile }},
@@ -229,6 +302,12 @@ var settings = []setting{
 	{"session-cache", "TESLA_HTTP_PROXY_SESSION_CACHE", "session_cache", "path",
 		"file that keeps vehicle sessions across restarts; empty keeps them in memory only",
 		func(c *Config) any { return &c.SessionCache }},
+	{"disable-session-cache", "TESLA_HTTP_PROXY_DISABLE_SESSION_CACHE", "disable_session_cache", "",
+		"keep vehicle sessions in memory only, ignoring -session-cache",
+		func(c *Config) any { return &c.DisableSessionCache }},
+	{"domain", "", "", "name",
+		"accepted for tesla-http-proxy compatibility (VCSEC or INFOTAINMENT, may be repeated) and ignored: the proxy chooses domains per command",
+		func(c *Config) any { return &c.Domains }},
 	{"session-store", "TESLA_HTTP_PROXY_SESSION_STORE", "session_store", "url",
 		"redis://[user:password@]host:port/db (or rediss://) shared by replicas; empty keeps sessions in this process",
 		func(c *Config) any { return &c.SessionStore }},
@@ -473,6 +552,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		}
 	}
 	errs = append(errs, applyEnv(&cfg, getenv)...)
+	cfg.KeyringPassword = Secret(getenv(EnvKeyringPassword))
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -722,8 +802,19 @@ func (c Config) Validate() error {
 	}
 
 	// Files.
-	if c.KeyFile == "" && !c.Dev {
-		bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or use -dev to run against the simulator")
+	if c.KeyFile == "" && c.KeyName == "" && !c.Dev {
+		bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or its keyring name with -key-name or TESLA_KEY_NAME, or use -dev to run against the simulator")
+	}
+	if c.KeyFile != "" && c.KeyName != "" {
+		bad("key-name", "is given together with -key-file (flags, TESLA_KEY_NAME, TESLA_KEY_FILE or the config file): the command-signing key comes from one place; remove one of them")
+	}
+	if c.KeyName != "" && c.KeyringType == "file" && c.KeyringFileDir == "" {
+		bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
+	}
+	for _, d := range c.Domains {
+		if !slices.ContainsFunc(referenceDomains, func(n string) bool { return strings.EqualFold(n, d) }) {
+			bad("domain", "%q is not a domain; tesla-http-proxy accepts %s (and this proxy ignores it)", d, strings.Join(referenceDomains, " or "))
+		}
 	}
 	needTLS := !c.Dev && !c.Plaintext
 	if c.CertFile == "" && (needTLS || c.TLSKeyFile != "") {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/netip"
@@ -89,6 +90,7 @@ func TestDefaults(t *testing.T) {
 		MaxResponseBytes: 1048576,
 		CacheSize:        1_000_000,
 		ShutdownTimeout:  15 * time.Second,
+		KeyringFileDir:   "~/.tesla_keys",
 	}
 	if diff := cmp.Diff(want, Defaults()); diff != "" {
 		t.Errorf("Defaults() mismatch (-want +got):\n%s", diff)
@@ -116,6 +118,12 @@ func TestSources(t *testing.T) {
 		want           func(c *Config)
 	}{
 		{"key-file", "TESLA_KEY_FILE", "key_file", "k.pem", "", func(c *Config) { c.KeyFile = "k.pem" }},
+		{"key-name", "TESLA_KEY_NAME", "key_name", "fleet", "", func(c *Config) { c.KeyName = "fleet" }},
+		{"keyring-type", "TESLA_KEYRING_TYPE", "keyring_type", "file", "", func(c *Config) { c.KeyringType = "file" }},
+		{"keyring-file-dir", "TESLA_KEYRING_PATH", "keyring_file_dir", "/var/keys", "", func(c *Config) { c.KeyringFileDir = "/var/keys" }},
+		{"keyring-debug", "TESLA_KEYRING_DEBUG", "keyring_debug", "1", "true", func(c *Config) { c.KeyringDebug = true }},
+		{"disable-session-cache", "TESLA_HTTP_PROXY_DISABLE_SESSION_CACHE", "disable_session_cache", "true", "", func(c *Config) { c.DisableSessionCache = true }},
+		{"domain", "", "", "vcsec", "", func(c *Config) { c.Domains = []string{"vcsec"} }},
 		{"cert", "TESLA_HTTP_PROXY_TLS_CERT", "cert", "c.pem", "", func(c *Config) { c.CertFile = "c.pem" }},
 		{"tls-key", "TESLA_HTTP_PROXY_TLS_KEY", "tls_key", "t.pem", "", func(c *Config) { c.TLSKeyFile = "t.pem" }},
 		{"host", "TESLA_HTTP_PROXY_HOST", "host", "0.0.0.0", "", func(c *Config) { c.Host = "0.0.0.0" }},
@@ -499,7 +507,14 @@ func TestValidate(t *testing.T) {
 		{name: "metrics addr", edit: func(c *Config) { c.MetricsAddr = ":9090" }},
 		{name: "mtls", edit: func(c *Config) { c.ClientCA = "clients.pem" }},
 
+		{name: "keyring key instead of key file", edit: func(c *Config) { c.KeyFile, c.KeyName = "", "fleet" }},
+		{name: "keyring key in a file keyring", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType = "", "fleet", "file" }},
+		{name: "reference domains", edit: func(c *Config) { c.Domains = []string{"VCSEC", "infotainment"} }},
 		{name: "no key file", edit: func(c *Config) { c.KeyFile = "" }, flags: []string{"key-file"}, text: "-dev"},
+		{name: "no key file names -key-name", edit: func(c *Config) { c.KeyFile = "" }, flags: []string{"key-file"}, text: "-key-name"},
+		{name: "key file and key name", edit: func(c *Config) { c.KeyName = "fleet" }, flags: []string{"key-name"}, text: "one place"},
+		{name: "file keyring without directory", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType, c.KeyringFileDir = "", "fleet", "file", "" }, flags: []string{"keyring-file-dir"}},
+		{name: "unknown domain", edit: func(c *Config) { c.Domains = []string{"VCSEC", "BODY"} }, flags: []string{"domain"}, text: `"BODY"`},
 		{name: "no cert", edit: func(c *Config) { c.CertFile = "" }, flags: []string{"cert"}},
 		{name: "no tls key", edit: func(c *Config) { c.TLSKeyFile = "" }, flags: []string{"tls-key"}},
 		{name: "cert without tls key in dev", edit: func(c *Config) { c.Dev = true; c.TLSKeyFile = "" }, flags: []string{"tls-key"}},
@@ -689,5 +704,36 @@ func TestSessionStoreErrorHidesPassword(t *testing.T) {
 	c.SessionStore = "rediss://app:hunter2@redis.internal:6380/2"
 	if err := c.Validate(); err != nil {
 		t.Errorf("a good rediss:// URL was refused: %v", err)
+	}
+}
+
+// TestKeyringPassword: the keyring password comes from TESLA_KEYRING_PASSWORD only, and a
+// Config holding it never prints it.
+func TestKeyringPassword(t *testing.T) {
+	t.Parallel()
+	const pw = "correct horse battery staple"
+	got, err := Load(nil, env(map[string]string{"TESLA_KEYRING_PASSWORD": pw}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.KeyringPassword) != pw {
+		t.Errorf("KeyringPassword was not read from TESLA_KEYRING_PASSWORD")
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+		if s := fmt.Sprintf(verb, got); strings.Contains(s, "horse") {
+			t.Errorf("Sprintf(%s, cfg) shows the keyring password", verb)
+		}
+		if s := fmt.Sprintf(verb, got.KeyringPassword); strings.Contains(s, "horse") || !strings.Contains(s, "redacted") {
+			t.Errorf("Sprintf(%s, password) = %q, want it redacted", verb, s)
+		}
+	}
+	// No flag and no YAML key can set it.
+	if _, err := Load([]string{"-keyring-password", "x"}, env(nil), io.Discard); err == nil {
+		t.Errorf("-keyring-password was accepted; the password must come from the environment only")
+	}
+	var usage strings.Builder
+	writeUsage(&usage)
+	if strings.Contains(usage.String(), "keyring-password") {
+		t.Errorf("usage lists a password flag")
 	}
 }
