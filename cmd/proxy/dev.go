@@ -126,6 +126,7 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 	simURL := "https://" + ln.Addr().String()
 
 	cfg.KeyFile = path(devCommandKey)
+	cfg.KeyName = "" // dev mode signs with its own key, never one from a keyring
 	cfg.CertFile = path(devCertFile)
 	cfg.TLSKeyFile = path(devTLSKeyFile)
 	cfg.Upstream = simURL

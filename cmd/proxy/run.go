@@ -44,9 +44,16 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		return invalidConfig(err)
 	}
 
-	key, err := loadSigningKey(cfg.KeyFile, log)
+	key, err := loadCommandKey(cfg, log)
 	if err != nil {
 		return err
+	}
+	if len(cfg.Domains) > 0 {
+		log.Info("ignoring -domain: the proxy chooses domains per command", zap.Strings("domain", cfg.Domains))
+	}
+	if cfg.DisableSessionCache && cfg.SessionCache != "" {
+		log.Info("-disable-session-cache is set: vehicle sessions are kept in memory only, not in -session-cache", zap.String("session_cache", cfg.SessionCache))
+		cfg.SessionCache = ""
 	}
 	var tlsConfig *tls.Config
 	var reloader *server.CertReloader
