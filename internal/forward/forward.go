@@ -3,6 +3,7 @@ package forward
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/bounded"
 )
 
 // Options configures a Forwarder.
@@ -49,22 +51,27 @@ type Options struct {
 
 // Forwarder sends requests to the Fleet API. It is safe for concurrent use.
 type Forwarder struct {
-	upstream       *url.URL
-	transport      http.RoundTripper
-	timeout        time.Duration
-	idle           time.Duration
-	maxResponse    int64
-	maxReplay      int64
-	log            *zap.Logger
-	onUpstream     func(method, path string, status int)
-	rp             *httputil.ReverseProxy
-	learned        sync.Map // token subject → host named by a 421
-	learnedEntries sync.Mutex
-	learnedCount   int
+	upstream    *url.URL
+	transport   http.RoundTripper
+	timeout     time.Duration
+	idle        time.Duration
+	maxResponse int64
+	maxReplay   int64
+	log         *zap.Logger
+	onUpstream  func(method, path string, status int)
+	rp          *httputil.ReverseProxy
+	// learned maps a token's hash to the host a 421 named for it. Keyed by hash, not by the
+	// token's unverified "sub": a forged token must not move another token's requests (issue 18).
+	learned *bounded.Cache[TokenHash, string]
 }
 
-// maxLearned bounds the 421 host memory: one entry per token subject.
-const maxLearned = 100_000
+// Bounds of the 421 host memory. Forgetting costs one extra 421 round trip; growing with client
+// input costs memory.
+const (
+	maxLearned      = 100_000
+	maxLearnedBytes = 32 << 20
+	learnedTTL      = 24 * time.Hour
+)
 
 // New returns a Forwarder.
 func New(o Options) (*Forwarder, error) {
@@ -77,6 +84,8 @@ func New(o Options) (*Forwarder, error) {
 		maxReplay:   o.MaxReplayBytes,
 		log:         o.Logger,
 		onUpstream:  o.OnUpstream,
+		learned: bounded.New[TokenHash, string](maxLearned, maxLearnedBytes, learnedTTL,
+			func(_ TokenHash, host string) int64 { return sha256.Size + int64(len(host)) }),
 	}
 	if f.log == nil {
 		f.log = zap.NewNop()
@@ -120,34 +129,16 @@ func New(o Options) (*Forwarder, error) {
 func (f *Forwarder) Fixed() bool { return f.upstream != nil }
 
 // Target returns the base URL a request with this token goes to: the fixed upstream, a host
-// learned from an earlier 421 for the token's subject, or the host the token names.
+// learned from an earlier 421 for this very token, or the host the token names.
 func (f *Forwarder) Target(tok *Token) *url.URL {
 	if f.upstream != nil {
 		return f.upstream
 	}
 	host := tok.Host
-	if tok.Subject != "" {
-		if h, ok := f.learned.Load(tok.Subject); ok {
-			host = h.(string)
-		}
+	if h, ok := f.learned.Get(tok.Hash); ok {
+		host = h
 	}
 	return &url.URL{Scheme: "https", Host: host}
-}
-
-func (f *Forwarder) learn(subject, host string) {
-	if subject == "" {
-		return
-	}
-	f.learnedEntries.Lock()
-	defer f.learnedEntries.Unlock()
-	if _, loaded := f.learned.Swap(subject, host); !loaded {
-		f.learnedCount++
-	}
-	if f.learnedCount > maxLearned {
-		// Forgetting costs one extra 421 round trip per subject; growing forever costs memory.
-		f.learned.Clear()
-		f.learnedCount = 0
-	}
 }
 
 // ctxKey is the type of context keys of this package.
@@ -342,7 +333,7 @@ func classify(ctx context.Context, err error) *apierr.Error {
 }
 
 // roundTrip sends one request upstream and, when the upstream is not fixed and the answer is a
-// 421 naming another Fleet API host, remembers that host for the token's subject and sends the
+// 421 naming another Fleet API host, remembers that host for the token (by its hash) and sends the
 // request there once more. It never loops: a second 421 is returned as it came.
 func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.send(req)
@@ -357,7 +348,7 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	tok := TokenFrom(req.Context())
 	if tok != nil {
-		f.learn(tok.Subject, host)
+		f.learned.Add(tok.Hash, host)
 	}
 	if host == req.URL.Host {
 		return resp, nil

@@ -1,14 +1,15 @@
 package forward
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/bounded"
 )
 
 // Fleet API base hosts (fleet-api.md §6).
@@ -28,11 +29,13 @@ const maxTokenLen = 16 << 10
 // Token is what the proxy reads from a caller's bearer token. The token is never verified here
 // (the Fleet API does that); the claims only choose a region.
 type Token struct {
-	// Raw is the token as sent. It must never be logged.
+	// Raw is the token as sent. It must never be logged, and nothing that outlives the request
+	// keeps it: caches key by Hash.
 	Raw string
-	// Subject is the "sub" claim, the key under which hosts learned from 421 answers are kept.
-	// Empty if the token has none.
-	Subject string
+	// Hash is the SHA-256 of Raw: the key under which the proxy remembers anything about the
+	// token (its parsed claims, hosts learned from 421 answers, the Fleet API's verdicts). Claims
+	// are never keys: the proxy cannot verify them, so anyone can forge them.
+	Hash TokenHash
 	// Host is the Fleet API host chosen from the token's "aud" and "ou_code" claims, or
 	// DefaultHost.
 	Host string
@@ -48,34 +51,38 @@ var (
 		"The bearer token is not a Fleet API access token (a JWT of three base64url parts with a JSON payload); get a new one from Tesla's OAuth server.")
 )
 
-// tokenCache remembers parsed tokens: an app sends the same token with every request for as long
-// as it lives, and decoding its JSON payload each time was a tenth of the pass-through cost.
-var tokenCache struct {
-	m sync.Map // raw token → *Token (never modified once stored)
-	n atomic.Int64
-}
+// TokenHash is the SHA-256 of a bearer token.
+type TokenHash [sha256.Size]byte
 
-// maxCachedTokens bounds tokenCache; when it is full it starts over.
-const maxCachedTokens = 10_000
+// tokenCache remembers the host chosen for each token, by the token's hash: an app sends the same
+// token with every request for as long as it lives, and decoding its JSON payload each time was a
+// tenth of the pass-through cost. It holds no token, and its bounds and expiry keep a flood of
+// distinct tokens from growing memory (issue 18: 10,000 tokens of 16 KiB once cost 224 MiB).
+var tokenCache = bounded.New[TokenHash, string](maxCachedTokens, maxCachedTokenBytes, tokenCacheTTL,
+	func(_ TokenHash, host string) int64 { return sha256.Size + int64(len(host)) })
+
+// Bounds of tokenCache. An access token lives 8 hours; an app that keeps using one after an hour
+// pays one more decode.
+const (
+	maxCachedTokens     = 10_000
+	maxCachedTokenBytes = 4 << 20
+	tokenCacheTTL       = time.Hour
+)
 
 // ParseToken reads the bearer token of an Authorization header value. Every error is an
-// *apierr.Error with status 401 that says what is wrong. The *Token returned may be shared with
-// other requests that sent the same token: it must not be modified.
+// *apierr.Error with status 401 that says what is wrong.
 func ParseToken(authorization string) (*Token, error) {
-	if raw, ok := strings.CutPrefix(authorization, "Bearer "); ok {
-		if t, ok := tokenCache.m.Load(raw); ok {
-			return t.(*Token), nil
+	if raw, ok := strings.CutPrefix(authorization, "Bearer "); ok && len(raw) <= maxTokenLen {
+		h := TokenHash(sha256.Sum256([]byte(raw)))
+		if host, ok := tokenCache.Get(h); ok {
+			return &Token{Raw: raw, Hash: h, Host: host}, nil
 		}
 	}
 	tok, err := parseToken(authorization)
 	if err != nil {
 		return nil, err
 	}
-	if tokenCache.n.Add(1) > maxCachedTokens {
-		tokenCache.m.Clear()
-		tokenCache.n.Store(1)
-	}
-	tokenCache.m.Store(tok.Raw, tok)
+	tokenCache.Add(tok.Hash, tok.Host)
 	return tok, nil
 }
 
@@ -100,16 +107,14 @@ func parseToken(authorization string) (*Token, error) {
 		return nil, errNotJWT
 	}
 	var claims struct {
-		Subject any `json:"sub"`
-		Aud     any `json:"aud"`
-		OUCode  any `json:"ou_code"`
+		Aud    any `json:"aud"`
+		OUCode any `json:"ou_code"`
 	}
 	if err := json.Unmarshal(payload, &claims); err != nil {
 		return nil, errNotJWT
 	}
-	sub, _ := claims.Subject.(string)
 	ou, _ := claims.OUCode.(string)
-	return &Token{Raw: raw, Subject: sub, Host: chooseHost(audiences(claims.Aud), ou)}, nil
+	return &Token{Raw: raw, Hash: sha256.Sum256([]byte(raw)), Host: chooseHost(audiences(claims.Aud), ou)}, nil
 }
 
 // decodeSegment decodes a JWT segment. JWTs use unpadded base64url (RFC 7515), but the reference

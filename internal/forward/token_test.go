@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/bounded"
 )
 
 // makeToken builds an unsigned JWT-shaped token with the given claims, its payload encoded with
@@ -96,9 +98,35 @@ func TestParseTokenRejects(t *testing.T) {
 }
 
 func TestParseTokenAcceptsLowercaseScheme(t *testing.T) {
-	tok, err := ParseToken("bearer " + makeToken(t, map[string]any{"sub": "s"}, base64.RawURLEncoding))
-	if err != nil || tok.Subject != "s" {
-		t.Fatalf("ParseToken = %v, %v", tok, err)
+	tok, err := ParseToken("bearer " + makeToken(t, map[string]any{"sub": "s", "ou_code": "EU", "aud": "https://" + HostEU}, base64.RawURLEncoding))
+	if err != nil || tok.Host != HostEU {
+		t.Fatalf("ParseToken: host %v, err %v", tok.Host, err)
+	}
+}
+
+// TestTokenCacheHoldsNoTokenAndStaysBounded sends many distinct large tokens, as a flood would
+// (issue 18), and checks the cache keeps only hashes and hosts, within its byte bound.
+func TestTokenCacheHoldsNoTokenAndStaysBounded(t *testing.T) {
+	pad := strings.Repeat("x", 11<<10) // ~15 KB once base64-encoded
+	for i := range 3000 {
+		tok, err := ParseToken("Bearer " + makeToken(t, map[string]any{"sub": i, "pad": pad, "ou_code": "EU", "aud": "https://" + HostEU}, base64.RawURLEncoding))
+		if err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+		if len(tok.Raw) < 14<<10 {
+			t.Fatalf("token %d is only %d bytes", i, len(tok.Raw))
+		}
+		if b := tokenCache.Bytes(); b > maxCachedTokenBytes {
+			t.Fatalf("after %d tokens the cache holds %d bytes, bound %d", i+1, b, maxCachedTokenBytes)
+		}
+		host, ok := tokenCache.Get(tok.Hash)
+		if !ok || host != HostEU {
+			t.Fatalf("token %d: cached %q, %v; want its host", i, host, ok)
+		}
+	}
+	// What is cached per token is its 32-byte hash and a host name: far less than the tokens.
+	if b, n := tokenCache.Bytes(), tokenCache.Len(); b > int64(n)*(bounded.EntryOverhead+sha256.Size+253) || n > maxCachedTokens {
+		t.Fatalf("cache holds %d entries in %d bytes: more than hashes and hosts", n, b)
 	}
 }
 

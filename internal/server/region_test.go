@@ -118,7 +118,7 @@ func misdirect(to string, altSvc bool) func(http.ResponseWriter, *http.Request) 
 }
 
 // Test421ResendsToTheNamedRegionOnce covers the whole 421 flow: the body is sent again to the
-// host the Fleet API named, the host is remembered for the token's subject, and the proxy never
+// host the Fleet API named, the host is remembered for the token (by hash), and the proxy never
 // loops or follows a host outside Tesla's domains.
 func Test421ResendsToTheNamedRegionOnce(t *testing.T) {
 	body := `{"vins":["` + testVIN + `"]}`
@@ -144,7 +144,7 @@ func Test421ResendsToTheNamedRegionOnce(t *testing.T) {
 			if string(calls[1].Body) != body {
 				t.Errorf("resent body %q, want %q", calls[1].Body, body)
 			}
-			// The subject's region is remembered: the next request goes straight to EU.
+			// The token's region is remembered: the next request goes straight to EU.
 			post()
 			calls = up.calls()
 			if len(calls) != 3 || calls[2].Host != forward.HostEU {
@@ -198,5 +198,46 @@ func Test421NeverLoopsOrLeavesTesla(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestForgedSubjectDoesNotMoveAnotherToken: hosts learned from a 421 belong to the token that drew
+// it (by hash), not to its unverified "sub" (issue 18). A forged token that carries the victim's
+// subject and is misdirected must not change where the victim's requests go.
+func TestForgedSubjectDoesNotMoveAnotherToken(t *testing.T) {
+	env, up, dial := startRegionEnv(t, map[string]func(http.ResponseWriter, *http.Request){
+		forward.HostEU: misdirect(forward.HostCN, false),
+	})
+	victim := testenv.Token(t, map[string]any{"sub": "victim", "aud": []any{"https://" + forward.HostNA}})
+	forged := testenv.Token(t, map[string]any{"sub": "victim", "aud": []any{"https://" + forward.HostEU}, "ou_code": "EU"})
+	hosts := func(token string) []string {
+		t.Helper()
+		before := len(up.calls())
+		resp, _ := doGet(t, env, t.Context(), "/api/1/vehicles", token)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		var out []string
+		for _, c := range up.calls()[before:] {
+			out = append(out, c.Host)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{forward.HostNA}, hosts(victim)); diff != "" {
+		t.Fatalf("victim before (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{forward.HostEU, forward.HostCN}, hosts(forged)); diff != "" {
+		t.Fatalf("forged token's 421 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{forward.HostCN}, hosts(forged)); diff != "" {
+		t.Fatalf("forged token did not keep the host it learned (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{forward.HostNA}, hosts(victim)); diff != "" {
+		t.Fatalf("victim after the forged 421 (-want +got):\n%s", diff)
+	}
+	for _, h := range dial.Hosts() {
+		if !strings.HasSuffix(h, ".tesla.com") && !strings.HasSuffix(h, ".tesla.cn") {
+			t.Errorf("the proxy dialed %q", h)
+		}
 	}
 }
