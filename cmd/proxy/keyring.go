@@ -2,8 +2,10 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/99designs/keyring"
@@ -86,9 +88,61 @@ func loadKeyringKey(s keyringSettings) (protocol.ECDHPrivateKey, error) {
 		err = errors.New("no key was returned")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("command-signing key %q: %s", s.Name, keyringProblem(s, err))
+		return nil, &keyringError{msg: fmt.Sprintf("command-signing key %q: %s", s.Name, keyringProblem(s, err)), notFound: isKeyNotFound(err)}
 	}
 	return key, nil
+}
+
+// keyringError is a keyring problem worded for a person; notFound reports whether the keyring
+// opened but holds no key of the name.
+type keyringError struct {
+	msg      string
+	notFound bool
+}
+
+func (e *keyringError) Error() string { return e.msg }
+
+// isKeyNotFound reports whether err says the keyring holds no item of the name.
+func isKeyNotFound(err error) bool {
+	return errors.Is(err, keyring.ErrKeyNotFound) || strings.Contains(err.Error(), keyring.ErrKeyNotFound.Error())
+}
+
+// storeKeyringKey stores key under s.Name, never over an existing key of that name (an
+// unreadable keyring, such as one with another password, is an error too).
+func storeKeyringKey(s keyringSettings, key protocol.ECDHPrivateKey) error {
+	if _, err := loadKeyringKey(s); err == nil {
+		return fmt.Errorf("%s already holds a key named %q; refusing to replace it", s.describe(), s.Name)
+	} else if ke, ok := err.(*keyringError); !ok || !ke.notFound {
+		return err
+	}
+	c, err := s.cliConfig()
+	if err != nil {
+		return err
+	}
+	if err := c.SavePrivateKey(key); err != nil {
+		return fmt.Errorf("storing key %q in %s: %s", s.Name, s.describe(), keyringProblem(s, err))
+	}
+	return nil
+}
+
+// keyringFlags registers tesla-keygen's keyring flags on fs, each defaulting to its environment
+// variable as in the proxy, and returns the settings they fill once fs is parsed.
+func keyringFlags(fs *flag.FlagSet, getenv func(string) string) func() keyringSettings {
+	dir := getenv("TESLA_KEYRING_PATH")
+	if dir == "" {
+		dir = config.Defaults().KeyringFileDir
+	}
+	debugEnv, _ := strconv.ParseBool(getenv("TESLA_KEYRING_DEBUG"))
+	name := fs.String("key-name", "", "name of the key in a system keyring; env TESLA_KEY_NAME")
+	typ := fs.String("keyring-type", getenv("TESLA_KEYRING_TYPE"), "keyring backend ("+availableBackends()+"); env TESLA_KEYRING_TYPE; the file backend takes its password from TESLA_KEYRING_PASSWORD")
+	fileDir := fs.String("keyring-file-dir", dir, "directory of the file keyring; env TESLA_KEYRING_PATH")
+	debug := fs.Bool("keyring-debug", debugEnv, "keyring library debug logging; env TESLA_KEYRING_DEBUG")
+	return func() keyringSettings {
+		if *name == "" {
+			*name = getenv("TESLA_KEY_NAME")
+		}
+		return keyringSettings{Name: *name, Type: *typ, FileDir: *fileDir, Debug: *debug, Password: config.Secret(getenv(config.EnvKeyringPassword))}
+	}
 }
 
 // keyringProblem words an error from pkg/cli or the keyring library. pkg/cli flattens the

@@ -253,3 +253,103 @@ func TestReferenceOnlyFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestKeygenKeyring: proxy keygen creates a key in a file keyring that tesla-keygen finds, keeps
+// an existing key, moves a PEM key into a keyring; proxy pubkey prints the public key of a key
+// tesla-keygen made; a wrong password is one clear line.
+func TestKeygenKeyring(t *testing.T) {
+	keygen := buildTool(t, keygenPkg)
+	home := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "keys")
+	const password = "kg-pass-Wm42"
+	env := []string{"HOME=" + home, "TESLA_KEYRING_PASSWORD=" + password}
+	kr := []string{"-keyring-type", "file", "-keyring-file-dir", dir}
+	// teslaKeygen runs the reference's "create" for name, which prints the existing key's public
+	// key, or makes one.
+	teslaKeygen := func(t *testing.T, name string) string {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), keygen, append(append([]string{"-key-name", name}, kr...), "create")...)
+		cmd.Env = env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("tesla-keygen create %s: %v", name, err)
+		}
+		return string(out)
+	}
+	run := func(t *testing.T, args ...string) (int, string, string) {
+		t.Helper()
+		code, stdout, stderr := runProxy(t, args, env...)
+		if strings.Contains(stdout+stderr, password) {
+			t.Errorf("proxy %v printed the keyring password", args)
+		}
+		return code, stdout, stderr
+	}
+
+	t.Run("create", func(t *testing.T) {
+		code, pub, stderr := run(t, append([]string{"keygen", "-key-name", "ours"}, kr...)...)
+		if code != 0 || !strings.Contains(pub, "PUBLIC KEY") {
+			t.Fatalf("keygen -key-name: exit %d stdout %q stderr %q", code, pub, stderr)
+		}
+		if ref := teslaKeygen(t, "ours"); ref != pub {
+			t.Errorf("tesla-keygen sees another key:\n%s\nwant\n%s", ref, pub)
+		}
+		code, again, stderr := run(t, append([]string{"keygen", "-key-name", "ours"}, kr...)...)
+		if code != 0 || again != pub || !strings.Contains(stderr, "kept") {
+			t.Errorf("second keygen: exit %d, same key %v, stderr %q; want the kept key", code, again == pub, stderr)
+		}
+		if code, got, stderr := run(t, append([]string{"pubkey", "-key-name", "ours"}, kr...)...); code != 0 || got != pub {
+			t.Errorf("pubkey -key-name ours: exit %d stderr %q, same key %v", code, stderr, got == pub)
+		}
+	})
+	t.Run("pubkey of a tesla-keygen key", func(t *testing.T) {
+		ref := teslaKeygen(t, "theirs")
+		code, got, stderr := run(t, append([]string{"pubkey", "-key-name", "theirs"}, kr...)...)
+		if code != 0 || got != ref {
+			t.Errorf("pubkey: exit %d stdout %q stderr %q, want tesla-keygen's %q", code, got, stderr, ref)
+		}
+	})
+	t.Run("migrate", func(t *testing.T) {
+		pemFile := filepath.Join(t.TempDir(), "fleet.key")
+		code, pub, stderr := run(t, "keygen", "-out", pemFile)
+		if code != 0 {
+			t.Fatalf("keygen -out: exit %d stderr %q", code, stderr)
+		}
+		code, moved, stderr := run(t, append([]string{"keygen", "-key-file", pemFile, "-key-name", "moved"}, kr...)...)
+		if code != 0 || moved != pub {
+			t.Fatalf("migrate: exit %d stderr %q, same key %v", code, stderr, moved == pub)
+		}
+		if ref := teslaKeygen(t, "moved"); ref != pub {
+			t.Errorf("tesla-keygen sees another key after migrate")
+		}
+		// A second migrate never replaces the key.
+		other := filepath.Join(t.TempDir(), "other.key")
+		if code, _, stderr := run(t, "keygen", "-out", other); code != 0 {
+			t.Fatalf("keygen -out: exit %d stderr %q", code, stderr)
+		}
+		code, _, stderr = run(t, append([]string{"keygen", "-key-file", other, "-key-name", "moved"}, kr...)...)
+		if code != 1 || !strings.Contains(stderr, "refusing to replace") {
+			t.Errorf("migrate over an existing key: exit %d stderr %q, want 1 and a refusal", code, stderr)
+		}
+		if ref := teslaKeygen(t, "moved"); ref != pub {
+			t.Errorf("the existing key was replaced")
+		}
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		code, stdout, stderr := runProxy(t, append([]string{"pubkey", "-key-name", "ours"}, kr...), "HOME="+home, "TESLA_KEYRING_PASSWORD=wrong-one")
+		lines := problemLines(stderr)
+		if code != 1 || stdout != "" || len(lines) != 1 || !strings.Contains(stderr, "TESLA_KEYRING_PASSWORD") || strings.Contains(stderr, "wrong-one") || strings.Contains(stderr, "aes.") {
+			t.Errorf("pubkey with a wrong password: exit %d stdout %q stderr %q; want 1 and one line naming the password", code, stdout, stderr)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"keygen", "-out", filepath.Join(t.TempDir(), "k"), "-key-name", "x"},
+			{"keygen", "-key-file", "k.pem"},
+			{"pubkey", "-key-file", "k.pem", "-key-name", "x"},
+		} {
+			if code, _, stderr := run(t, args...); code != 2 {
+				t.Errorf("%v: exit %d stderr %q, want 2", args, code, stderr)
+			}
+		}
+	})
+}

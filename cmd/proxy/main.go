@@ -31,7 +31,10 @@ const usage = `Usage:
   proxy [flags]                  run the signing proxy (proxy -h lists the flags)
   proxy -dev                     run it locally against the built-in simulator
   proxy keygen -out FILE         create a command-signing key and print its public key
+  proxy keygen -key-name NAME    the same, into a system keyring (-keyring-type, -keyring-file-dir;
+                                 TESLA_KEYRING_PASSWORD); with -key-file FILE, move that key there
   proxy pubkey -key-file FILE    print the public key of a command-signing key
+  proxy pubkey -key-name NAME    the same, for a key in a system keyring
   proxy jws sign|verify ...      sign or verify a fleet telemetry config offline
   proxy simulate ...             run the Fleet API simulator on its own
   proxy health [-url URL]        exit 0 when the proxy's /health answers 200 (container checks)
@@ -47,9 +50,9 @@ func realMain(ctx context.Context, args []string, getenv func(string) string, st
 		case "simulate":
 			return runSimulate(ctx, args[1:], stdout, stderr)
 		case "keygen":
-			return runKeygen(args[1:], stdout, stderr)
+			return runKeygen(args[1:], getenv, stdout, stderr)
 		case "pubkey":
-			return runPubkey(args[1:], stdout, stderr)
+			return runPubkey(args[1:], getenv, stdout, stderr)
 		case "health":
 			return runHealth(ctx, args[1:], getenv, stdout, stderr)
 		case "help":
