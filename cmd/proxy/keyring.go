@@ -53,7 +53,11 @@ func (s keyringSettings) cliConfig() (*cli.Config, error) {
 	c.KeyringKeyName = s.Name
 	c.Backend.FileDir = s.FileDir
 	c.Debug = s.Debug
-	keyring.Debug = s.Debug // pkg/cli records -keyring-debug but never passes it on
+	if s.Debug {
+		// pkg/cli records -keyring-debug but never passes it on; the library's switch is a
+		// package variable, so it is only ever turned on, once, by a command-line setting.
+		keyring.Debug = true
+	}
 	if s.Password != "" {
 		// pkg/cli reads the password from the process environment itself; handing it over
 		// here keeps config.Load the one reader of the environment.
@@ -102,6 +106,12 @@ type keyringError struct {
 
 func (e *keyringError) Error() string { return e.msg }
 
+// isMissingKey reports whether err is a *keyringError saying the keyring holds no such key.
+func isMissingKey(err error) bool {
+	ke, ok := errors.AsType[*keyringError](err)
+	return ok && ke.notFound
+}
+
 // isKeyNotFound reports whether err says the keyring holds no item of the name.
 func isKeyNotFound(err error) bool {
 	return errors.Is(err, keyring.ErrKeyNotFound) || strings.Contains(err.Error(), keyring.ErrKeyNotFound.Error())
@@ -112,7 +122,7 @@ func isKeyNotFound(err error) bool {
 func storeKeyringKey(s keyringSettings, key protocol.ECDHPrivateKey) error {
 	if _, err := loadKeyringKey(s); err == nil {
 		return fmt.Errorf("%s already holds a key named %q; refusing to replace it", s.describe(), s.Name)
-	} else if ke, ok := err.(*keyringError); !ok || !ke.notFound {
+	} else if !isMissingKey(err) {
 		return err
 	}
 	c, err := s.cliConfig()

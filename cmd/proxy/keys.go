@@ -81,7 +81,7 @@ func keygenKeyring(ks keyringSettings, from string) (protocol.ECDHPrivateKey, st
 	}
 	if key, err := loadKeyringKey(ks); err == nil {
 		return key, fmt.Sprintf("%s already holds a key named %q; kept it", ks.describe(), ks.Name), nil
-	} else if ke, ok := err.(*keyringError); !ok || !ke.notFound {
+	} else if !isMissingKey(err) {
 		return nil, "", err
 	}
 	priv, err := certgen.NewKey()
