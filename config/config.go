@@ -237,7 +237,7 @@ type setting struct {
 // tesla-http-proxy's first, then our extensions. It is never modified.
 var settings = []setting{
 	{"key-file", "TESLA_KEY_FILE", "key_file", "path",
-		"command-signing private key, PEM (SEC1 or PKCS8), P-256; required unless -dev",
+		"command-signing private key, PEM (SEC1 or PKCS8), P-256; required unless -key-name or -dev",
 		func(c *Config) any { return &c.KeyFile }},
 	{"key-name", "TESLA_KEY_NAME", "key_name", "name",
 		"name of the command-signing key in a system keyring (as tesla-keygen -key-name makes it); instead of -key-file",
