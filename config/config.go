@@ -198,6 +198,11 @@ var IgnoredReferenceEnv = map[string]string{
 	"TESLA_CACHE_FILE": "the reference only loads this vehicle-command session cache and never uses it; sessions persist with -session-cache (TESLA_HTTP_PROXY_SESSION_CACHE)",
 }
 
+// keyringBackends are the backends of github.com/99designs/keyring v1.2.2, the names
+// tesla-http-proxy's -keyring-type takes. Which of them work depends on the system; the proxy
+// checks that when it opens the keyring.
+var keyringBackends = []string{"file", "secret-service", "keyctl", "pass", "kwallet", "keychain", "wincred"}
+
 // referenceDomains are the names tesla-http-proxy's -domain accepts (case-insensitive).
 var referenceDomains = []string{"VCSEC", "INFOTAINMENT"}
 
@@ -810,6 +815,9 @@ func (c Config) Validate() error {
 	}
 	if c.KeyName != "" && c.KeyringType == "file" && c.KeyringFileDir == "" {
 		bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
+	}
+	if c.KeyringType != "" && !slices.Contains(keyringBackends, c.KeyringType) {
+		bad("keyring-type", "%q is not a keyring backend; choose %s, or leave it empty for the first available", c.KeyringType, strings.Join(keyringBackends, ", "))
 	}
 	for _, d := range c.Domains {
 		if !slices.ContainsFunc(referenceDomains, func(n string) bool { return strings.EqualFold(n, d) }) {

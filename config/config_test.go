@@ -509,11 +509,13 @@ func TestValidate(t *testing.T) {
 
 		{name: "keyring key instead of key file", edit: func(c *Config) { c.KeyFile, c.KeyName = "", "fleet" }},
 		{name: "keyring key in a file keyring", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType = "", "fleet", "file" }},
+		{name: "keyring key in the kernel keyring", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType = "", "fleet", "keyctl" }},
 		{name: "reference domains", edit: func(c *Config) { c.Domains = []string{"VCSEC", "infotainment"} }},
 		{name: "no key file", edit: func(c *Config) { c.KeyFile = "" }, flags: []string{"key-file"}, text: "-dev"},
 		{name: "no key file names -key-name", edit: func(c *Config) { c.KeyFile = "" }, flags: []string{"key-file"}, text: "-key-name"},
 		{name: "key file and key name", edit: func(c *Config) { c.KeyName = "fleet" }, flags: []string{"key-name"}, text: "one place"},
 		{name: "file keyring without directory", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType, c.KeyringFileDir = "", "fleet", "file", "" }, flags: []string{"keyring-file-dir"}},
+		{name: "unknown keyring type", edit: func(c *Config) { c.KeyFile, c.KeyName, c.KeyringType = "", "fleet", "vault" }, flags: []string{"keyring-type"}, text: `"vault"`},
 		{name: "unknown domain", edit: func(c *Config) { c.Domains = []string{"VCSEC", "BODY"} }, flags: []string{"domain"}, text: `"BODY"`},
 		{name: "no cert", edit: func(c *Config) { c.CertFile = "" }, flags: []string{"cert"}},
 		{name: "no tls key", edit: func(c *Config) { c.TLSKeyFile = "" }, flags: []string{"tls-key"}},
