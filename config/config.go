@@ -150,7 +150,8 @@ type Config struct {
 	Plaintext bool
 	// MetricsAddr is a separate host:port for the /metrics endpoint. Flag -metrics-addr, env
 	// TESLA_HTTP_PROXY_METRICS_ADDR, YAML metrics_addr. Empty means /metrics is served on the
-	// main listener.
+	// main listener. The listener is plain HTTP and obeys -allow; Validate refuses an address
+	// off loopback unless -allow is set and -client-ca is not.
 	MetricsAddr string
 	// ShutdownTimeout is how long in-flight requests may take to finish once shutdown starts.
 	// Flag -shutdown-timeout, env TESLA_HTTP_PROXY_SHUTDOWN_TIMEOUT, YAML shutdown_timeout;
@@ -329,7 +330,7 @@ var settings = []setting{
 		"serve plain HTTP; only on a loopback host or a unix: socket",
 		func(c *Config) any { return &c.Plaintext }},
 	{"metrics-addr", "TESLA_HTTP_PROXY_METRICS_ADDR", "metrics_addr", "host:port",
-		"separate listen address for /metrics; empty serves it on the main listener",
+		"separate plain-HTTP listen address for /metrics, subject to -allow; off loopback it needs -allow and no -client-ca; empty serves it on the main listener",
 		func(c *Config) any { return &c.MetricsAddr }},
 	{"shutdown-timeout", "TESLA_HTTP_PROXY_SHUTDOWN_TIMEOUT", "shutdown_timeout", "duration",
 		"how long in-flight requests may take to finish on shutdown",
@@ -885,6 +886,14 @@ func (c Config) Validate() error {
 			bad("metrics-addr", "%q has no valid port; give a number from 0 to 65535, such as 127.0.0.1:9090", c.MetricsAddr)
 		case n != 0 && n == c.Port && h == c.Host:
 			bad("metrics-addr", "%q is the main listener's address; leave -metrics-addr empty to serve /metrics there, or pick another port", c.MetricsAddr)
+		case isLoopbackHost(h):
+			// Only this machine reaches it; -allow applies to it all the same.
+		case c.ClientCA != "":
+			// The metrics listener is plain HTTP: it cannot ask for client certificates, so
+			// off loopback it would serve clients the main listener refuses (issue 18).
+			bad("metrics-addr", "%q is reachable from the network, but /metrics is served over plain HTTP, where -client-ca cannot be enforced; bind it to loopback (such as 127.0.0.1:9090), or leave -metrics-addr empty to serve /metrics on the main listener with mutual TLS", c.MetricsAddr)
+		case len(c.AllowNets) == 0:
+			bad("metrics-addr", "%q would serve /metrics to every client on the network; bind it to loopback (such as 127.0.0.1:9090), or restrict clients with -allow, which applies to this listener too", c.MetricsAddr)
 		}
 	}
 

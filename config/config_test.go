@@ -504,7 +504,9 @@ func TestValidate(t *testing.T) {
 		{name: "http upstream on 127.0.0.1", edit: func(c *Config) { c.Upstream = "http://127.0.0.1:9/" }},
 		{name: "http upstream on ::1", edit: func(c *Config) { c.Upstream = "http://[::1]:9" }},
 		{name: "allow list", edit: func(c *Config) { c.AllowNets = []string{"10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1"} }},
-		{name: "metrics addr", edit: func(c *Config) { c.MetricsAddr = ":9090" }},
+		{name: "metrics addr on loopback", edit: func(c *Config) { c.MetricsAddr = "127.0.0.1:9090" }},
+		{name: "metrics addr on localhost with mtls", edit: func(c *Config) { c.MetricsAddr, c.ClientCA = "localhost:9090", "clients.pem" }},
+		{name: "metrics addr on every interface with allow", edit: func(c *Config) { c.MetricsAddr, c.AllowNets = ":9090", []string{"10.0.0.0/8"} }},
 		{name: "mtls", edit: func(c *Config) { c.ClientCA = "clients.pem" }},
 
 		{name: "keyring key instead of key file", edit: func(c *Config) { c.KeyFile, c.KeyName = "", "fleet" }},
@@ -560,6 +562,15 @@ func TestValidate(t *testing.T) {
 		{name: "metrics addr without port", edit: func(c *Config) { c.MetricsAddr = "9090" }, flags: []string{"metrics-addr"}},
 		{name: "metrics addr bad port", edit: func(c *Config) { c.MetricsAddr = "localhost:http" }, flags: []string{"metrics-addr"}},
 		{name: "metrics addr is main listener", edit: func(c *Config) { c.MetricsAddr = "localhost:4443" }, flags: []string{"metrics-addr"}},
+		{name: "metrics addr on every interface", edit: func(c *Config) { c.MetricsAddr = ":9090" }, flags: []string{"metrics-addr"}, text: "every client"},
+		{name: "metrics addr on 0.0.0.0", edit: func(c *Config) { c.MetricsAddr = "0.0.0.0:9090" }, flags: []string{"metrics-addr"}, text: "-allow"},
+		{
+			name: "metrics addr off loopback with mtls",
+			edit: func(c *Config) {
+				c.MetricsAddr, c.ClientCA, c.AllowNets = "10.1.2.3:9090", "clients.pem", []string{"10.0.0.0/8"}
+			},
+			flags: []string{"metrics-addr"}, text: "-client-ca cannot be enforced",
+		},
 		{name: "dev without dir", edit: func(c *Config) { c.Dev, c.DevDir = true, "" }, flags: []string{"dev-dir"}},
 		{name: "session store not redis", edit: func(c *Config) { c.SessionStore = "http://u:pw@r:6379/0" }, flags: []string{"session-store"}},
 		{name: "session store bad db", edit: func(c *Config) { c.SessionStore = "redis://r:6379/zero" }, flags: []string{"session-store"}},

@@ -151,7 +151,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	defer a.Close()
 	handler := a.Handler
 	if cfg.MetricsAddr != "" {
-		if err := serveMetrics(ctx, cfg.MetricsAddr, m.Handler(), log); err != nil {
+		if err := serveMetrics(ctx, cfg.MetricsAddr, server.AllowOnly(rt.Allow, m.Handler()), log); err != nil {
 			return err
 		}
 	}
@@ -220,7 +220,9 @@ func storeHost(s string) string {
 	return u.Scheme + "://" + u.Host
 }
 
-// serveMetrics serves /metrics on its own plain-HTTP listener until ctx ends.
+// serveMetrics serves /metrics on its own plain-HTTP listener until ctx ends. h comes wrapped
+// in -allow (server.AllowOnly); Validate keeps the listener on loopback when -allow is empty or
+// -client-ca is set.
 func serveMetrics(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -163,6 +163,16 @@ func dispatch(r *mux.Router, catchAll *mux.Route) http.Handler {
 }
 
 // allowOnly answers 403 to clients outside the allowed networks.
+// AllowOnly answers 403 to clients outside nets and passes the others to next, as the main
+// listener does with -allow: for other listeners (the -metrics-addr one), so that every listener
+// obeys the same rules. Empty nets allow every client.
+func AllowOnly(nets []netip.Prefix, next http.Handler) http.Handler {
+	if len(nets) == 0 {
+		return next
+	}
+	return allowOnly(nets, next)
+}
+
 func allowOnly(nets []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allowed(nets, r.RemoteAddr) {
