@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"crypto/ecdh"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -48,6 +49,54 @@ type Server struct {
 
 	// latency is the answer time per route class; nil answers at once.
 	latency atomic.Pointer[Latency]
+
+	// refused maps the SHA-256 of a bearer token to how the Fleet API refuses it (RefuseToken),
+	// and tokenCalls counts the Fleet API requests seen per token hash.
+	tokensMu   sync.Mutex
+	refused    map[[32]byte]refusal
+	tokenCalls map[[32]byte]int
+}
+
+// refusal is how RefuseToken answers one token.
+type refusal struct {
+	status int
+	delay  time.Duration
+}
+
+// RefuseToken makes the Fleet API answer every request that carries token (the bearer token
+// itself, without "Bearer ") with status (401 or 403) after delay, as Tesla answers an expired or
+// revoked token, or one without access to the vehicle. The token is kept only as a hash.
+func (s *Server) RefuseToken(token string, status int, delay time.Duration) {
+	s.tokensMu.Lock()
+	defer s.tokensMu.Unlock()
+	if s.refused == nil {
+		s.refused = make(map[[32]byte]refusal)
+	}
+	s.refused[sha256.Sum256([]byte(token))] = refusal{status: status, delay: delay}
+}
+
+// TokenCalls returns how many Fleet API requests (control endpoints aside) carried token.
+func (s *Server) TokenCalls(token string) int {
+	s.tokensMu.Lock()
+	defer s.tokensMu.Unlock()
+	return s.tokenCalls[sha256.Sum256([]byte(token))]
+}
+
+// tokenRefusal counts a request for its token and reports how to refuse it, if it is refused.
+func (s *Server) tokenRefusal(r *http.Request) (refusal, bool) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return refusal{}, false
+	}
+	h := sha256.Sum256([]byte(raw))
+	s.tokensMu.Lock()
+	defer s.tokensMu.Unlock()
+	if s.tokenCalls == nil {
+		s.tokenCalls = make(map[[32]byte]int)
+	}
+	s.tokenCalls[h]++
+	ref, ok := s.refused[h]
+	return ref, ok
 }
 
 // New returns a Server with no vehicles.
@@ -399,6 +448,14 @@ func (s *Server) api(route string, h func(http.ResponseWriter, *http.Request, ca
 		vin := ""
 		if v != nil {
 			vin = v.vin
+		}
+		if ref, ok := s.tokenRefusal(r); ok {
+			if sleepCtx(r.Context(), ref.delay) != nil {
+				return
+			}
+			s.countInjected("token_refused")
+			writeFleetError(rec, ref.status, "unauthorized", "The access token is invalid or expired.", nil)
+			return
 		}
 		f := s.Fault(vin)
 		wait := f.Delay

@@ -69,6 +69,8 @@ type Signer struct {
 	// or a shared store.
 	records  records
 	counters counters
+	// admit keeps callers the Fleet API has not accepted for a car from holding its turn.
+	admit *admission
 }
 
 // New returns a Signer.
@@ -76,7 +78,7 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission()}
 	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
@@ -186,6 +188,15 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 			return err
 		}
 	}
+	// Before the turn: a caller the Fleet API has not accepted for this car must not hold it
+	// (admit.go). The verdict is the status of the answer written, once the turn is released.
+	done, err := s.admit.admit(r.Context(), forward.TokenFrom(r.Context()), vin, s.timeout)
+	if err != nil {
+		return err
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	defer func() { done(sw.status) }()
 	t, err := s.acquire(r.Context(), vin)
 	if err != nil {
 		return err
