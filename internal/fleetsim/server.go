@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/internal/apierr"
+	"github.com/teslaproxy/proxy/internal/httpstatus"
 )
 
 // maxCommandBody bounds what the simulator reads of a signed_command or REST command body.
@@ -398,29 +399,6 @@ func (s *Server) countRequest(route string, status int) {
 	}
 }
 
-// statusRecorder remembers the status written through it.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
 // call is what api resolved for one Fleet API request, once, before its handler runs.
 type call struct {
 	// v is the vehicle the path names (/api/1/vehicles/{vin or id}/…), or nil.
@@ -442,8 +420,8 @@ func (c call) vehicle(w http.ResponseWriter) *Vehicle {
 // applies the faults that hit every route (delay, 421, 429) before the handler runs.
 func (s *Server) api(route string, h func(http.ResponseWriter, *http.Request, call)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w}
-		defer func() { s.countRequest(route, rec.code) }()
+		rec := &httpstatus.Writer{ResponseWriter: w}
+		defer func() { s.countRequest(route, rec.Status) }()
 		v := s.vehicleOf(r)
 		vin := ""
 		if v != nil {
@@ -483,7 +461,7 @@ func (s *Server) api(route string, h func(http.ResponseWriter, *http.Request, ca
 		}
 		h(rec, r, call{v: v, f: f})
 		if s.log.Core().Enabled(zap.DebugLevel) {
-			s.log.Debug("request", zap.String("route", route), zap.String("vin", vin), zap.Int("status", rec.code))
+			s.log.Debug("request", zap.String("route", route), zap.String("vin", vin), zap.Int("status", rec.Status))
 		}
 	})
 }

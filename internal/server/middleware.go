@@ -13,6 +13,7 @@ import (
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/httpstatus"
 )
 
 // reqInfo collects what the access log reports about a request as it passes through handlers.
@@ -78,32 +79,6 @@ func RequestID(ctx context.Context) string {
 	return ""
 }
 
-// statusWriter records the status and the bytes written.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection (Flush, deadlines).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // accessLog writes one line per request with stable keys. It never logs headers or bodies, so
 // tokens and payloads cannot leak through it. A request whose client left before an answer was
 // written is logged with status 499.
@@ -116,13 +91,13 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 		// notes and the token slot (with the client's User-Agent, for the requests the proxy
 		// builds on its behalf).
 		r = r.WithContext(forward.WithClientSlot(context.WithValue(r.Context(), infoKey{}, ri), r.Header.Get("User-Agent")))
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httpstatus.Writer{ResponseWriter: w}
 		if inFlight != nil {
 			inFlight(1)
 			defer inFlight(-1)
 		}
 		next.ServeHTTP(sw, r)
-		status := sw.status
+		status := sw.Status
 		if status == 0 {
 			status = http.StatusOK
 			if r.Context().Err() != nil {
@@ -145,7 +120,7 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 				zap.String("method", r.Method),
 				zap.String("route", ri.route),
 				zap.Int("status", status),
-				zap.Int64("bytes", sw.bytes),
+				zap.Int64("bytes", sw.Bytes),
 				zap.Duration("duration", elapsed),
 				zap.String("remote", r.RemoteAddr),
 			)
@@ -174,7 +149,7 @@ func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
 				panic(v)
 			}
 			log.Error("handler panic", zap.Any("panic", v), zap.String("route", info(r).route), zap.Stack("stack"))
-			if sw, ok := w.(*statusWriter); ok && sw.status != 0 {
+			if sw, ok := w.(*httpstatus.Writer); ok && sw.Status != 0 {
 				panic(http.ErrAbortHandler)
 			}
 			apierr.Write(w, apierr.New(http.StatusInternalServerError, "internal_error", "The proxy hit an internal error; see its log."))

@@ -168,26 +168,3 @@ func (a *admission) leave(k admitKey, g *gate) {
 		delete(a.gates, k.vin)
 	}
 }
-
-// statusWriter remembers the status of the answer written through it.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController (used by the reverse proxy to flush) reach the writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

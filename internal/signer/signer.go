@@ -20,6 +20,7 @@ import (
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/forward"
+	"github.com/teslaproxy/proxy/internal/httpstatus"
 	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
@@ -194,9 +195,9 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	if err != nil {
 		return err
 	}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &httpstatus.Writer{ResponseWriter: w}
 	w = sw
-	defer func() { done(sw.status) }()
+	defer func() { done(sw.Status) }()
 	t, err := s.acquire(r.Context(), vin)
 	if err != nil {
 		return err
