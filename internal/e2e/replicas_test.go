@@ -583,7 +583,8 @@ func (f *fleet) direct(r *replica, vin string) string {
 	return fmt.Sprintf("%d %.200s", resp.StatusCode, b)
 }
 
-// metric returns one unlabelled sample from a replica's /metrics (0 when absent).
+// metric returns one sample from a replica's /metrics, named with its labels as the exposition
+// writes them (0 when absent).
 func metric(t *testing.T, f *fleet, r *replica, name string) float64 {
 	t.Helper()
 	resp, err := f.client.Get(r.url + "/metrics")
@@ -613,20 +614,7 @@ func rejectionsOf(sim *fleetsim.Server) int {
 // commandsServed returns how many commands a replica answered 200, from its /metrics.
 func commandsServed(t *testing.T, f *fleet, r *replica) int {
 	t.Helper()
-	resp, err := f.client.Get(r.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, `tesla_proxy_requests_total{route="command",status="200"}`) {
-			n, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			return int(n)
-		}
-	}
-	return 0
+	return int(metric(t, f, r, `tesla_proxy_requests_total{route="command",status="200"}`))
 }
 
 // TestReplicasAtScale runs issue 13's two load shapes through three replicas behind haproxy and
