@@ -193,7 +193,11 @@ func NewKey(t testing.TB) protocol.ECDHPrivateKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := protocol.UnmarshalECDHPrivateKey(k.D.FillBytes(make([]byte, 32)))
+	scalar, err := k.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := protocol.UnmarshalECDHPrivateKey(scalar)
 	if key == nil {
 		t.Fatal("could not load a generated key")
 	}
