@@ -45,9 +45,10 @@ func challenge(nonce, pub, msg []byte) []byte {
 
 func writeLV(h hash.Hash, b []byte) {
 	var n [4]byte
-	// Every input is a point, a digest or a JWS payload under the request body limit, far below 4 GiB.
-	binary.BigEndian.PutUint32(n[:], uint32(len(b))) //nolint:gosec // G115: lengths are bounded as said above
-	h.Write(n[:])                                    // hash.Hash writes never fail
+	// Every input is a point, a digest or a JWS payload under the request body limit, far below
+	// 4 GiB, so the length fits. hash.Hash writes never fail.
+	binary.BigEndian.PutUint32(n[:], uint32(len(b))) //nolint:gosec // G115: bounded, see above
+	h.Write(n[:])
 	h.Write(b)
 }
 
