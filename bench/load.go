@@ -99,8 +99,8 @@ func attack(ctx context.Context, client *http.Client, l load, dur time.Duration,
 	}
 	a := vegeta.NewAttacker(
 		vegeta.Client(client),
-		vegeta.Workers(uint64(l.workers)),
-		vegeta.MaxWorkers(uint64(l.workers)),
+		vegeta.Workers(uint64(max(l.workers, 1))),    //nolint:gosec // G115: at least 1, so it fits
+		vegeta.MaxWorkers(uint64(max(l.workers, 1))), //nolint:gosec // G115: at least 1, so it fits
 		vegeta.Redirects(vegeta.NoFollow),
 	)
 	stop := context.AfterFunc(ctx, func() { a.Stop() })

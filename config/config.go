@@ -39,7 +39,7 @@ type Config struct {
 	KeyringType string
 	// KeyringFileDir is the directory of the file keyring ("~" is the home directory). Flag
 	// -keyring-file-dir, env TESLA_KEYRING_PATH, YAML keyring_file_dir; default "~/.tesla_keys".
-	// Unlike tesla-http-proxy, whose flag default shadows it, TESLA_KEYRING_PATH is honoured.
+	// Unlike tesla-http-proxy, whose flag default shadows it, TESLA_KEYRING_PATH is honored.
 	KeyringFileDir string
 	// KeyringDebug reports whether the keyring library logs what it does. Flag -keyring-debug,
 	// env TESLA_KEYRING_DEBUG, YAML keyring_debug. False means it is quiet.
@@ -176,7 +176,7 @@ const (
 
 // EnvKeyringPassword is the environment variable that holds the file keyring's password, read
 // by [Load] into KeyringPassword. It is not in the settings table: a password has no flag.
-const EnvKeyringPassword = "TESLA_KEYRING_PASSWORD"
+const EnvKeyringPassword = "TESLA_KEYRING_PASSWORD" //nolint:gosec // G101: the name of a variable, not a password
 
 // Secret is a setting that must never be printed: formatted with %v, %s, %q or %#v it shows
 // "[redacted]" (or "" when empty). Convert it to string to use it.

@@ -220,7 +220,7 @@ func devCA(certFile, keyFile string) (*certgen.CA, error) {
 	if err := os.WriteFile(keyFile, ca.KeyPEM(), 0o600); err != nil {
 		return nil, err
 	}
-	return ca, os.WriteFile(certFile, ca.CertPEM(), 0o644)
+	return ca, os.WriteFile(certFile, ca.CertPEM(), 0o644) //nolint:gosec // G306: a certificate is public; clients must be able to read it
 }
 
 // devLeaf makes the TLS certificate for localhost, 127.0.0.1 and ::1, signed by the dev CA,
@@ -237,5 +237,5 @@ func devLeaf(certFile, keyFile string, ca *certgen.CA) error {
 	if err := os.WriteFile(keyFile, leaf.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(certFile, leaf.CertPEM, 0o644)
+	return os.WriteFile(certFile, leaf.CertPEM, 0o644) //nolint:gosec // G306: a certificate is public
 }

@@ -26,7 +26,7 @@ func gcPercentFor(live uint64) int {
 	if live == 0 {
 		return gcMaxPercent
 	}
-	p := int(gcHeapFloor*100/live) - 100
+	p := int(min(gcHeapFloor*100/live, gcMaxPercent+100)) - 100 //nolint:gosec // G115: at most gcMaxPercent+100
 	return max(gcMinPercent, min(gcMaxPercent, p))
 }
 

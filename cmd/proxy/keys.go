@@ -72,7 +72,7 @@ func keygenKeyring(ks keyringSettings, from string) (protocol.ECDHPrivateKey, st
 	if from != "" {
 		key, err := protocol.LoadPrivateKey(from)
 		if err != nil {
-			return nil, "", fmt.Errorf("key %s: %v (want a P-256 private key in PEM)", from, err)
+			return nil, "", fmt.Errorf("key %s: %w (want a P-256 private key in PEM)", from, err)
 		}
 		if err := storeKeyringKey(ks, key); err != nil {
 			return nil, "", err

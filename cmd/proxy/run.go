@@ -264,7 +264,7 @@ func loadSigningKey(path string, log *zap.Logger) (protocol.ECDHPrivateKey, erro
 	}
 	key, err := protocol.LoadPrivateKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("command-signing key %s: %v (want a P-256 private key in PEM, SEC1 or PKCS8; proxy keygen makes one)", path, err)
+		return nil, fmt.Errorf("command-signing key %s: %w (want a P-256 private key in PEM, SEC1 or PKCS8; proxy keygen makes one)", path, err)
 	}
 	return key, nil
 }
@@ -286,7 +286,7 @@ func listen(cfg config.Config) (net.Listener, error) {
 	network, addr := cfg.ListenNetwork(), cfg.ListenAddr()
 	what := addr
 	if network == "unix" {
-		_ = os.Remove(addr)
+		_ = os.Remove(addr) //nolint:gosec // G703: the operator's own -listen socket path; a stale socket from a previous run is removed
 		what = "unix socket " + addr
 	}
 	ln, err := net.Listen(network, addr)

@@ -143,7 +143,10 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		_ = srv.Close()
 	}
-	<-served
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintf(stderr, "proxy simulate: serve: %v\n", err)
+		return 1
+	}
 	return 0
 }
 

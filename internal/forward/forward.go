@@ -361,7 +361,9 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if retry.Body, err = req.GetBody(); err != nil {
-			return resp, nil
+			// The body cannot be replayed, so there is no retry: the client gets the 421 as it
+			// came, which is a valid answer, not a transport failure.
+			return resp, nil //nolint:nilerr // the 421 is the answer; see above
 		}
 	}
 	retry.URL.Host = host

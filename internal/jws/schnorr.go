@@ -83,16 +83,16 @@ func verifySchnorr(pub *ecdh.PublicKey, msg, sig []byte) error {
 	a := pub.Bytes()
 	A, err := nistec.NewP256Point().SetBytes(a)
 	if err != nil { // crypto/ecdh validated the key already, so this is a bug, not bad input.
-		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		return fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}
 	// c may exceed n; scalar multiplication works modulo the group order, so that is harmless.
 	cA, err := nistec.NewP256Point().ScalarMult(A, challenge(nonce, a, msg))
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSignature, err)
+		return fmt.Errorf("%w: %w", ErrInvalidSignature, err)
 	}
 	rG, err := nistec.NewP256Point().ScalarBaseMult(r)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSignature, err)
+		return fmt.Errorf("%w: %w", ErrInvalidSignature, err)
 	}
 	// The point at infinity encodes as the single byte 0x00, which no valid V equals.
 	if !bytes.Equal(cA.Add(cA, rG).Bytes(), nonce) {

@@ -97,7 +97,7 @@ func NewRouter(d Deps) http.Handler {
 	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward))
 	catchAll := r.PathPrefix("/").Handler(passThrough)
 
-	var h http.Handler = refuseOdd(dispatch(r, catchAll))
+	h := refuseOdd(dispatch(r, catchAll))
 	if len(d.AllowNets) > 0 {
 		h = allowOnly(d.AllowNets, h)
 	}
