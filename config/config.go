@@ -802,131 +802,159 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // files exist and hold the right keys is checked when they are loaded) and touches no globals.
 // It returns nil for a valid Config.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(flag, format string, args ...any) {
-		errs = append(errs, &SettingError{Flag: flag, Msg: fmt.Sprintf(format, args...)})
+	var p problems
+	c.checkKeys(&p)
+	c.checkFiles(&p)
+	c.checkListener(&p)
+	if c.MetricsAddr != "" {
+		c.checkMetricsAddr(&p)
 	}
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			p = append(p, err)
+		}
+	}
+	c.checkLimits(&p)
+	return errors.Join(p...)
+}
 
-	// Files.
+// problems collects Validate's findings in the order they are found.
+type problems []error
+
+// bad records a *SettingError for flag.
+func (p *problems) bad(flag, format string, args ...any) {
+	*p = append(*p, &SettingError{Flag: flag, Msg: fmt.Sprintf(format, args...)})
+}
+
+// checkKeys checks where the command-signing key comes from: a file or a keyring, not both and
+// not neither (except with -dev), and a keyring backend that exists. -domain is checked here
+// too, as the reference proxy's key-related flag.
+func (c Config) checkKeys(p *problems) {
 	if c.KeyFile == "" && c.KeyName == "" && !c.Dev {
-		bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or its keyring name with -key-name or TESLA_KEY_NAME, or use -dev to run against the simulator")
+		p.bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or its keyring name with -key-name or TESLA_KEY_NAME, or use -dev to run against the simulator")
 	}
 	if c.KeyFile != "" && c.KeyName != "" {
-		bad("key-name", "is given together with -key-file (flags, TESLA_KEY_NAME, TESLA_KEY_FILE or the config file): the command-signing key comes from one place; remove one of them")
+		p.bad("key-name", "is given together with -key-file (flags, TESLA_KEY_NAME, TESLA_KEY_FILE or the config file): the command-signing key comes from one place; remove one of them")
 	}
 	if c.KeyName != "" && c.KeyringType == "file" && c.KeyringFileDir == "" {
-		bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
+		p.bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
 	}
 	if c.KeyringType != "" && !slices.Contains(keyringBackends, c.KeyringType) {
-		bad("keyring-type", "%q is not a keyring backend; choose %s, or leave it empty for the first available", c.KeyringType, strings.Join(keyringBackends, ", "))
+		p.bad("keyring-type", "%q is not a keyring backend; choose %s, or leave it empty for the first available", c.KeyringType, strings.Join(keyringBackends, ", "))
 	}
 	for _, d := range c.Domains {
 		if !slices.ContainsFunc(referenceDomains, func(n string) bool { return strings.EqualFold(n, d) }) {
-			bad("domain", "%q is not a domain; tesla-http-proxy accepts %s (and this proxy ignores it)", d, strings.Join(referenceDomains, " or "))
+			p.bad("domain", "%q is not a domain; tesla-http-proxy accepts %s (and this proxy ignores it)", d, strings.Join(referenceDomains, " or "))
 		}
 	}
+}
+
+// checkFiles checks the TLS files (both or neither, never the command key, not with -plaintext),
+// that the session file overwrites no other file, and the session store's URL.
+func (c Config) checkFiles(p *problems) {
 	needTLS := !c.Dev && !c.Plaintext
 	if c.CertFile == "" && (needTLS || c.TLSKeyFile != "") {
-		bad("cert", "is required: give the TLS certificate chain with -cert or TESLA_HTTP_PROXY_TLS_CERT (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
+		p.bad("cert", "is required: give the TLS certificate chain with -cert or TESLA_HTTP_PROXY_TLS_CERT (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
 	}
 	if c.TLSKeyFile == "" && (needTLS || c.CertFile != "") {
-		bad("tls-key", "is required: give the TLS private key with -tls-key or TESLA_HTTP_PROXY_TLS_KEY (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
+		p.bad("tls-key", "is required: give the TLS private key with -tls-key or TESLA_HTTP_PROXY_TLS_KEY (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
 	}
 	if c.KeyFile != "" && c.TLSKeyFile != "" && filepath.Clean(c.KeyFile) == filepath.Clean(c.TLSKeyFile) {
-		bad("tls-key", "names the same file as -key-file: the TLS key must not be the command-signing key; generate a separate TLS key (scripts/gen-certs.sh)")
+		p.bad("tls-key", "names the same file as -key-file: the TLS key must not be the command-signing key; generate a separate TLS key (scripts/gen-certs.sh)")
 	}
 	if c.Plaintext && (c.CertFile != "" || c.TLSKeyFile != "") {
-		bad("plaintext", "is given together with -cert/-tls-key, which it would ignore; remove -plaintext to serve TLS, or remove -cert and -tls-key")
+		p.bad("plaintext", "is given together with -cert/-tls-key, which it would ignore; remove -plaintext to serve TLS, or remove -cert and -tls-key")
 	}
 	if c.SessionCache != "" {
 		for _, f := range []struct{ flag, path string }{{"key-file", c.KeyFile}, {"cert", c.CertFile}, {"tls-key", c.TLSKeyFile}, {"client-ca", c.ClientCA}, {"upstream-ca", c.UpstreamCA}} {
 			if f.path != "" && filepath.Clean(f.path) == filepath.Clean(c.SessionCache) {
-				bad("session-cache", "names the same file as -%s, which saving sessions would overwrite; choose another file", f.flag)
+				p.bad("session-cache", "names the same file as -%s, which saving sessions would overwrite; choose another file", f.flag)
 			}
 		}
 	}
 
 	if c.SessionStore != "" {
 		if msg := checkSessionStore(c.SessionStore); msg != "" {
-			bad("session-store", "%s", msg)
+			p.bad("session-store", "%s", msg)
 		}
 	}
+}
 
-	// Listener.
+// checkListener checks the main listener: host, port, plain HTTP only on loopback, mTLS only
+// over TLS, and the -allow list.
+func (c Config) checkListener(p *problems) {
 	if msg := checkHost(c.Host); msg != "" {
-		bad("host", "%s", msg)
+		p.bad("host", "%s", msg)
 	}
 	if c.Port < 0 {
-		bad("port", "is %d, which is negative; give a port from 0 to 65535 (0 picks a free one)", c.Port)
+		p.bad("port", "is %d, which is negative; give a port from 0 to 65535 (0 picks a free one)", c.Port)
 	} else if c.Port > 65535 {
-		bad("port", "is %d, above 65535; give a port from 0 to 65535 (0 picks a free one)", c.Port)
+		p.bad("port", "is %d, above 65535; give a port from 0 to 65535 (0 picks a free one)", c.Port)
 	}
 	if c.Plaintext && !isLoopbackHost(c.Host) && !strings.HasPrefix(c.Host, unixPrefix) {
 		host := strconv.Quote(c.Host)
 		if c.Host == "" {
 			host = "\"\" (every interface)"
 		}
-		bad("plaintext", "is not allowed on host %s: plain HTTP would expose bearer tokens on the network; use TLS (-cert and -tls-key), or bind to 127.0.0.1 or a unix: socket path with -host", host)
+		p.bad("plaintext", "is not allowed on host %s: plain HTTP would expose bearer tokens on the network; use TLS (-cert and -tls-key), or bind to 127.0.0.1 or a unix: socket path with -host", host)
 	}
 	if c.ClientCA != "" && c.Plaintext {
-		bad("client-ca", "requires TLS: client certificates can only be checked over TLS; remove -plaintext or -client-ca")
+		p.bad("client-ca", "requires TLS: client certificates can only be checked over TLS; remove -plaintext or -client-ca")
 	}
 	for _, n := range c.AllowNets {
 		if _, err := parseNet(n); err != nil {
-			bad("allow", "%q is neither a CIDR (such as 10.0.0.0/8) nor an IP address", n)
+			p.bad("allow", "%q is neither a CIDR (such as 10.0.0.0/8) nor an IP address", n)
 		}
 	}
-	if c.MetricsAddr != "" {
-		h, p, err := net.SplitHostPort(c.MetricsAddr)
-		n, perr := strconv.Atoi(p)
-		switch {
-		case err != nil:
-			bad("metrics-addr", "%q is not host:port (such as 127.0.0.1:9090, or :9090 for every interface)", c.MetricsAddr)
-		case perr != nil || n < 0 || n > 65535:
-			bad("metrics-addr", "%q has no valid port; give a number from 0 to 65535, such as 127.0.0.1:9090", c.MetricsAddr)
-		case n != 0 && n == c.Port && h == c.Host:
-			bad("metrics-addr", "%q is the main listener's address; leave -metrics-addr empty to serve /metrics there, or pick another port", c.MetricsAddr)
-		case isLoopbackHost(h):
-			// Only this machine reaches it; -allow applies to it all the same.
-		case c.ClientCA != "":
-			// The metrics listener is plain HTTP: it cannot ask for client certificates, so
-			// off loopback it would serve clients the main listener refuses (issue 18).
-			bad("metrics-addr", "%q is reachable from the network, but /metrics is served over plain HTTP, where -client-ca cannot be enforced; bind it to loopback (such as 127.0.0.1:9090), or leave -metrics-addr empty to serve /metrics on the main listener with mutual TLS", c.MetricsAddr)
-		case len(c.AllowNets) == 0:
-			bad("metrics-addr", "%q would serve /metrics to every client on the network; bind it to loopback (such as 127.0.0.1:9090), or restrict clients with -allow, which applies to this listener too", c.MetricsAddr)
-		}
-	}
+}
 
-	// Upstream.
-	if c.Upstream != "" {
-		if _, err := parseUpstream(c.Upstream); err != nil {
-			errs = append(errs, err)
-		}
+// checkMetricsAddr checks a non-empty -metrics-addr: a host:port that is not the main
+// listener's, and off loopback only where -allow restricts it and no -client-ca is expected.
+func (c Config) checkMetricsAddr(p *problems) {
+	h, port, err := net.SplitHostPort(c.MetricsAddr)
+	n, perr := strconv.Atoi(port)
+	switch {
+	case err != nil:
+		p.bad("metrics-addr", "%q is not host:port (such as 127.0.0.1:9090, or :9090 for every interface)", c.MetricsAddr)
+	case perr != nil || n < 0 || n > 65535:
+		p.bad("metrics-addr", "%q has no valid port; give a number from 0 to 65535, such as 127.0.0.1:9090", c.MetricsAddr)
+	case n != 0 && n == c.Port && h == c.Host:
+		p.bad("metrics-addr", "%q is the main listener's address; leave -metrics-addr empty to serve /metrics there, or pick another port", c.MetricsAddr)
+	case isLoopbackHost(h):
+		// Only this machine reaches it; -allow applies to it all the same.
+	case c.ClientCA != "":
+		// The metrics listener is plain HTTP: it cannot ask for client certificates, so
+		// off loopback it would serve clients the main listener refuses (issue 18).
+		p.bad("metrics-addr", "%q is reachable from the network, but /metrics is served over plain HTTP, where -client-ca cannot be enforced; bind it to loopback (such as 127.0.0.1:9090), or leave -metrics-addr empty to serve /metrics on the main listener with mutual TLS", c.MetricsAddr)
+	case len(c.AllowNets) == 0:
+		p.bad("metrics-addr", "%q would serve /metrics to every client on the network; bind it to loopback (such as 127.0.0.1:9090), or restrict clients with -allow, which applies to this listener too", c.MetricsAddr)
 	}
+}
 
-	// Limits.
+// checkLimits checks the durations, sizes and counts, each of which must be positive (or zero
+// where zero means no bound), and -dev-dir when -dev is on.
+func (c Config) checkLimits(p *problems) {
 	if c.Timeout <= 0 {
-		bad("timeout", "is %v; give a duration above zero, such as 10s", c.Timeout)
+		p.bad("timeout", "is %v; give a duration above zero, such as 10s", c.Timeout)
 	}
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout", "is %v; give a duration above zero, such as 15s", c.ShutdownTimeout)
+		p.bad("shutdown-timeout", "is %v; give a duration above zero, such as 15s", c.ShutdownTimeout)
 	}
 	if c.MaxBodyBytes <= 0 {
-		bad("max-body", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxBodyBytes, defaultMaxBodyBytes)
+		p.bad("max-body", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxBodyBytes, defaultMaxBodyBytes)
 	}
 	if c.MaxResponseBytes <= 0 {
-		bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+		p.bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
 	}
 	if c.UpstreamMaxConns < 0 {
-		bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)
+		p.bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)
 	}
 	if c.CacheSize < 1 {
-		bad("cache-size", "is %d; give a number of vehicles of at least 1, such as %d", c.CacheSize, defaultCacheSize)
+		p.bad("cache-size", "is %d; give a number of vehicles of at least 1, such as %d", c.CacheSize, defaultCacheSize)
 	}
 	if c.Dev && c.DevDir == "" {
-		bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
+		p.bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
 	}
-	return errors.Join(errs...)
 }
 
 // checkSessionStore returns what is wrong with a -session-store URL, or "". The URL may hold a
