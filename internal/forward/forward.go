@@ -428,8 +428,10 @@ type readCloser struct {
 	io.Closer
 }
 
+// roundTripperFunc adapts a function to http.RoundTripper.
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
+// RoundTrip calls fn.
 func (fn roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return fn(r) }
 
 // bufferPool lends ReverseProxy copy buffers, so streaming many bodies does not allocate one per
@@ -439,7 +441,10 @@ type bufferPool struct{}
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+// Get returns a 16 KiB buffer, reused when one was returned.
+func (bufferPool) Get() []byte { return *(buffers.Get().(*[]byte)) }
+
+// Put returns b for reuse; the caller must not touch it afterwards.
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 var _ http.Handler = (*Forwarder)(nil)

@@ -66,6 +66,7 @@ func (r *watchedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the watched body.
 func (r *watchedReader) Close() error { return r.rc.Close() }
 
 type watchedWriter struct {
@@ -74,6 +75,7 @@ type watchedWriter struct {
 	wrote bool
 }
 
+// WriteHeader notes that the answer has started, so the watchdog no longer writes one itself.
 func (w *watchedWriter) WriteHeader(code int) {
 	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)

@@ -162,7 +162,6 @@ func dispatch(r *mux.Router, catchAll *mux.Route) http.Handler {
 	})
 }
 
-// allowOnly answers 403 to clients outside the allowed networks.
 // AllowOnly answers 403 to clients outside nets and passes the others to next, as the main
 // listener does with -allow: for other listeners (the -metrics-addr one), so that every listener
 // obeys the same rules. Empty nets allow every client.
