@@ -208,7 +208,7 @@ func exportOld(t *testing.T, path string, recs map[string]sessions.Record, creat
 // honest is how the earlier version stamped an entry: now, with the clock since time zero.
 func honest(s sessions.Session) (time.Time, uint32) {
 	now := time.Now()
-	return now, uint32(now.Sub(time.Unix(0, s.TimeZero)) / time.Second) //nolint:gosec // G115: as the earlier version did
+	return now, uint32(now.Sub(time.Unix(0, s.TimeZero)) / time.Second) //nolint:gosec // G115: seconds since time zero, which fit 32 bits for 136 years
 }
 
 // commandAll runs door_lock and charge_start on every vehicle of env.
