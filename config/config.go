@@ -93,6 +93,17 @@ type Config struct {
 	// default) speaks HTTP/1.1 over a pool of keep-alive connections, one per request in flight,
 	// which measured faster on every benchmark row (docs/benchmarks.md).
 	UpstreamHTTP2 bool
+	// IdleTimeout cuts a pass-through transfer off when its body stands still this long, while
+	// the client uploads or while the answer streams back, so a stalled client cannot hold an
+	// upstream connection. Flag -idle-timeout, env TESLA_HTTP_PROXY_IDLE_TIMEOUT, YAML
+	// idle_timeout. Default 15 s.
+	IdleTimeout time.Duration
+	// ClientMaxInFlight bounds the pass-through requests one token has waiting on the Fleet API
+	// at once; beyond it the proxy answers 429 with Retry-After. Flag -client-max-inflight, env
+	// TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT, YAML client_max_inflight. Zero means half of
+	// -upstream-max-conns when that is set (one client may take at most half of the bounded
+	// pool), and no bound otherwise (the pool then grows, so no client waits for another).
+	ClientMaxInFlight int
 
 	// CheckConfig reports whether to validate the settings and exit. Flag -check-config only.
 	// False means run the proxy.
@@ -171,6 +182,7 @@ const (
 	defaultMaxResponse     = 1 << 20 // 1 MiB: a signed_command reply is well under 1 KiB
 	defaultCacheSize       = 1_000_000
 	defaultShutdownTimeout = 15 * time.Second
+	defaultIdleTimeout     = 15 * time.Second
 	defaultKeyringFileDir  = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
 )
 
@@ -221,6 +233,7 @@ func Defaults() Config {
 		MaxResponseBytes: defaultMaxResponse,
 		CacheSize:        defaultCacheSize,
 		ShutdownTimeout:  defaultShutdownTimeout,
+		IdleTimeout:      defaultIdleTimeout,
 		KeyringFileDir:   defaultKeyringFileDir,
 	}
 }
@@ -290,6 +303,12 @@ var settings = []setting{
 	{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "",
 		"speak HTTP/2 to a Fleet API host that offers it, instead of HTTP/1.1 over a keep-alive pool",
 		func(c *Config) any { return &c.UpstreamHTTP2 }},
+	{"idle-timeout", "TESLA_HTTP_PROXY_IDLE_TIMEOUT", "idle_timeout", "duration",
+		"cut a pass-through transfer off when its body stands still this long (upload or answer)",
+		func(c *Config) any { return &c.IdleTimeout }},
+	{"client-max-inflight", "TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT", "client_max_inflight", "int",
+		"most pass-through requests one token may have in flight (429 beyond); 0 means half of -upstream-max-conns when set, else no bound",
+		func(c *Config) any { return &c.ClientMaxInFlight }},
 	{"check-config", "", "", "",
 		"validate the settings and exit",
 		func(c *Config) any { return &c.CheckConfig }},
@@ -916,6 +935,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxResponseBytes <= 0 {
 		bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+	}
+	if c.IdleTimeout < 0 {
+		bad("idle-timeout", "is %v; give a duration above zero, such as 15s", c.IdleTimeout)
+	}
+	if c.ClientMaxInFlight < 0 {
+		bad("client-max-inflight", "is %d; give a number of requests, or 0 for the default", c.ClientMaxInFlight)
 	}
 	if c.UpstreamMaxConns < 0 {
 		bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)

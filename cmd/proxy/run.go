@@ -134,6 +134,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Timeout:          cfg.Timeout,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
+		IdleTimeout:      cfg.IdleTimeout,
 		Sessions:         store,
 		Shared:           shared,
 		OnUpstream:       m.Upstream,
@@ -144,6 +145,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Observe:          m.Observe,
 		InFlight:         m.InFlight,
 		Logger:           log,
+
+		MaxClientInFlight: clientShare(cfg),
+		OnClientLimited:   m.ClientLimited,
 	})
 	if err != nil {
 		return err
@@ -325,4 +329,14 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// clientShare is the most pass-through requests one token may have in flight: -client-max-inflight,
+// or by default half of a bounded upstream pool, so one client can never hold all of it. Without
+// a bound on the pool no client waits for another's connection, and there is no default share.
+func clientShare(cfg config.Config) int {
+	if cfg.ClientMaxInFlight > 0 || cfg.UpstreamMaxConns <= 0 {
+		return cfg.ClientMaxInFlight
+	}
+	return max(1, cfg.UpstreamMaxConns/2)
 }
