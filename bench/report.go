@@ -272,8 +272,15 @@ const method = `
 - **Slow Fleet API rows (production shape).** The simulator answers every request after a fixed
   delay (` + "`fleetsim.Latency`" + `, no jitter): 500 ms for the 2,000-connection pass-through row, 300 ms for
   every call (handshakes and commands) in the 1,000-VIN command row. The ideal is connections ÷
-  latency: every connection always waiting on exactly one upstream answer. Direct is left out of
-  these rows (the ideal is its figure). Both proxies are restarted before each, so Peak RSS is that
+  latency: every connection always waiting on exactly one upstream answer. Each connection's
+  first request is staggered over one latency period, so that thousands of connections with a
+  fixed latency do not move in step as one burst per period (each round restarts the load, and a
+  burst of 2,000 requests at once is not a production shape); after that each connection sends
+  as soon as it has its answer. The rate is the requests started in the measured time divided by
+  it: the drain after it, when answers still come but no request starts, is not counted (before
+  this change it was, which measured these rows at 0.8 of their rate for every contender). Direct,
+  the load generator straight to the simulator, shows in the pass-through row what the harness
+  itself reaches on this machine. Both proxies are restarted before each, so Peak RSS is that
   row's own. The command row first sends one command per VIN (session set-up, "first"), then
   measures warm sessions ("then"); its peak RSS covers both.
 - **What the reference does with a 100 MiB upload.** Its forwarder reads the whole request body
