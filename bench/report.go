@@ -140,6 +140,15 @@ func (b *bench) verdicts() []verdict {
 	}
 	var rss []string
 	rssMet, rssFound := true, false
+	replicas := fmt.Sprintf("%d VINs × %s, %d replicas each", replicaVINs, fmtDur(replicaLatency), replicaCount)
+	if o, ok := b.get(rowReplicas, replicas, "ours"); ok {
+		r, _ := b.get(rowReplicas, replicas, "reference")
+		v = append(v, verdict{fmt.Sprintf("%d replicas behind HAProxy: exactly 1 upstream call per warm command and none refused by the car", replicaCount),
+			o.upstream == o.ops && o.rejected == 0,
+			fmt.Sprintf("ours %d calls for %d commands, %d refused; reference %d calls for %d commands, %d refused", o.upstream, o.ops, o.rejected, r.upstream, r.ops, r.rejected)})
+		v = append(v, verdict{fmt.Sprintf("%d replicas behind HAProxy: ≥1.3× the reference's cmd/s", replicaCount), o.rate() >= 1.3*r.rate(),
+			fmt.Sprintf("%.0f vs %.0f cmd/s = %.2f×", o.rate(), r.rate(), o.rate()/r.rate())})
+	}
 	for _, rl := range []struct{ row, load string }{{rowConns1000, "1000 conns"}, {rowSlowPass, slowPass}, {rowSlowCommands, slowCmd}} {
 		o, ok := b.get(rl.row, rl.load, "ours")
 		if !ok {
@@ -283,6 +292,14 @@ const method = `
   itself reaches on this machine. Both proxies are restarted before each, so Peak RSS is that
   row's own. The command row first sends one command per VIN (session set-up, "first"), then
   measures warm sessions ("then"); its peak RSS covers both.
+- **Replicas.** Three replicas of each proxy behind HAProxy (Debian's package; TLS on both
+  sides, round-robin per request, no affinity), 200 VINs with one connection each, every Fleet
+  API call answered after 100 ms. Ours share sessions and per-vehicle leases through one
+  redis-server (` + "`-session-store`" + `); the reference has nothing to share them with, so each of its
+  replicas keeps its own session with each car and the car refuses commands signed with a
+  counter another replica has already used (each refusal costs a re-sync and a resend). CPU/op
+  and Peak RSS add up the three replicas (each one's own peak); Redis and HAProxy are not
+  counted. The row needs redis-server and haproxy on PATH and is left out without them.
 - **What the reference does with a 100 MiB upload.** Its forwarder reads the whole request body
   into memory (` + "`io.ReadAll`" + `, no limit) before sending it, and reads the whole answer too (up
   to 10 MB; a larger answer becomes a 502), so its RSS grows by a few times the body size; ours
