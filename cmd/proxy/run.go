@@ -83,11 +83,19 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	if err != nil {
 		return err
 	}
+	var upstreamRT http.RoundTripper = transport
+	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
+		// HTTP/1.1 for the first requests in flight to a host, HTTP/2 streams beyond them.
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: true})
+		if err != nil {
+			return err
+		}
+		upstreamRT = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
+	}
 	// With a bound on upstream connections, count the requests waiting for one (without a
 	// bound no request waits, and the wrapper would only cost).
-	var upstreamRT http.RoundTripper = transport
 	if cfg.UpstreamMaxConns > 0 {
-		upstreamRT = forward.CountConnWaits(transport, m.UpstreamConnWait)
+		upstreamRT = forward.CountConnWaits(upstreamRT, m.UpstreamConnWait)
 	}
 	// Sessions survive restarts: the store reads what an earlier run saved and writes what
 	// changes. It is closed last, after the server has finished every command, so the final
