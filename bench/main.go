@@ -43,7 +43,7 @@ import (
 // allRows are the row groups in the order they run; -rows selects among them.
 // Upload runs last: the reference buffers 100 MiB bodies, and the heap that leaves behind would
 // inflate its RSS in every later row.
-var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload", "fleet"}
+var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload", "fleet", "replicas"}
 
 type options struct {
 	duration time.Duration
@@ -195,6 +195,55 @@ type contender struct {
 	name string
 	url  string
 	proc *child // nil for direct: the simulator runs in this process
+	// group, when set, are the replicas behind a load balancer at url: their CPU times are
+	// added, and so are their peak RSS figures (each replica's own peak).
+	group []*child
+}
+
+// procs returns the processes whose CPU and memory are the contender's.
+func (c *contender) procs() []*child {
+	if c.group != nil {
+		return c.group
+	}
+	if c.proc != nil {
+		return []*child{c.proc}
+	}
+	return nil
+}
+
+// resetPeak starts a new peak RSS reading for each process.
+func (c *contender) resetPeak() error {
+	for _, p := range c.procs() {
+		if err := p.resetPeak(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// memory returns the summed RSS and summed peak RSS of the contender's processes.
+func (c *contender) memory() (rss, peak int64, err error) {
+	for _, p := range c.procs() {
+		r, pk, err := p.memory()
+		if err != nil {
+			return 0, 0, err
+		}
+		rss, peak = rss+r, peak+pk
+	}
+	return rss, peak, nil
+}
+
+// cpu returns the summed CPU time of the contender's processes.
+func (c *contender) cpu() (time.Duration, error) {
+	var total time.Duration
+	for _, p := range c.procs() {
+		t, err := p.cpu()
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
 }
 
 type bench struct {
@@ -226,7 +275,8 @@ const (
 	vinsPass      = 1
 	vinsCmdTotal  = 2 * (1 + 16 + 50) // each proxy has its own
 	vinsSlowCmd   = 2 * slowCmdVINs
-	totalVehicles = vinsPass + vinsCmdTotal + vinsSlowCmd
+	vinsReplicas  = 2 * replicaVINs
+	totalVehicles = vinsPass + vinsCmdTotal + vinsSlowCmd + vinsReplicas
 )
 
 // setup makes the keys and certificates, serves the simulator and starts both proxies on it.
@@ -370,6 +420,7 @@ func (b *bench) run() error {
 		{"slowcmds", b.rowSlowCommands},
 		{"upload", b.rowUpload},
 		{"fleet", b.rowFleet},
+		{"replicas", b.rowReplicas},
 	}
 	for _, s := range steps {
 		if !b.o.rows[s.name] {

@@ -88,11 +88,28 @@ type Config struct {
 	// requests at once, so the bound is rarely reached. Flag -upstream-max-conns, env
 	// TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS, YAML upstream_max_conns. Zero means no bound.
 	UpstreamMaxConns int
-	// UpstreamHTTP2 reports whether to speak HTTP/2 to a Fleet API host that offers it in ALPN.
-	// Flag -upstream-http2, env TESLA_HTTP_PROXY_UPSTREAM_HTTP2, YAML upstream_http2. False (the
-	// default) speaks HTTP/1.1 over a pool of keep-alive connections, one per request in flight,
-	// which measured faster on every benchmark row (docs/benchmarks.md).
+	// UpstreamHTTP2 reports whether to speak HTTP/2 for every request to a Fleet API host that
+	// offers it in ALPN, as the reference does. Flag -upstream-http2, env
+	// TESLA_HTTP_PROXY_UPSTREAM_HTTP2, YAML upstream_http2. False (the default) speaks HTTP/1.1 up
+	// to UpstreamHTTP1Requests requests in flight and HTTP/2 beyond.
 	UpstreamHTTP2 bool
+	// UpstreamHTTP1Requests is how many requests in flight to one Fleet API host go over
+	// HTTP/1.1 keep-alive connections (one each, the cheapest per request); the ones beyond go as
+	// HTTP/2 streams where the host offers h2 (the cheapest per request in flight). Flag
+	// -upstream-http1-requests, env TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS, YAML
+	// upstream_http1_requests. Zero means HTTP/1.1 for all; -upstream-http2 means HTTP/2 for all.
+	UpstreamHTTP1Requests int
+	// IdleTimeout cuts a pass-through transfer off when its body stands still this long, while
+	// the client uploads or while the answer streams back, so a stalled client cannot hold an
+	// upstream connection. Flag -idle-timeout, env TESLA_HTTP_PROXY_IDLE_TIMEOUT, YAML
+	// idle_timeout. Default 15 s.
+	IdleTimeout time.Duration
+	// ClientMaxInFlight bounds the pass-through requests one token has waiting on the Fleet API
+	// at once; beyond it the proxy answers 429 with Retry-After. Flag -client-max-inflight, env
+	// TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT, YAML client_max_inflight. Zero means half of
+	// -upstream-max-conns when that is set (one client may take at most half of the bounded
+	// pool), and no bound otherwise (the pool then grows, so no client waits for another).
+	ClientMaxInFlight int
 
 	// CheckConfig reports whether to validate the settings and exit. Flag -check-config only.
 	// False means run the proxy.
@@ -171,7 +188,11 @@ const (
 	defaultMaxResponse     = 1 << 20 // 1 MiB: a signed_command reply is well under 1 KiB
 	defaultCacheSize       = 1_000_000
 	defaultShutdownTimeout = 15 * time.Second
-	defaultKeyringFileDir  = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
+	defaultIdleTimeout     = 15 * time.Second
+	// defaultUpstreamHTTP1Requests is forward.DefaultHTTP1Requests (not imported: config stays
+	// free of the proxy's packages).
+	defaultUpstreamHTTP1Requests = 256
+	defaultKeyringFileDir        = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
 )
 
 // EnvKeyringPassword is the environment variable that holds the file keyring's password, read
@@ -221,7 +242,10 @@ func Defaults() Config {
 		MaxResponseBytes: defaultMaxResponse,
 		CacheSize:        defaultCacheSize,
 		ShutdownTimeout:  defaultShutdownTimeout,
-		KeyringFileDir:   defaultKeyringFileDir,
+		IdleTimeout:      defaultIdleTimeout,
+
+		UpstreamHTTP1Requests: defaultUpstreamHTTP1Requests,
+		KeyringFileDir:        defaultKeyringFileDir,
 	}
 }
 
@@ -288,8 +312,17 @@ var settings = []setting{
 		"most connections to one Fleet API host (requests beyond it wait); 0 means no bound",
 		func(c *Config) any { return &c.UpstreamMaxConns }},
 	{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "",
-		"speak HTTP/2 to a Fleet API host that offers it, instead of HTTP/1.1 over a keep-alive pool",
+		"speak HTTP/2 for every request to a Fleet API host that offers it (default: HTTP/1.1 up to -upstream-http1-requests)",
 		func(c *Config) any { return &c.UpstreamHTTP2 }},
+	{"upstream-http1-requests", "TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS", "upstream_http1_requests", "int",
+		"requests in flight to one Fleet API host sent over HTTP/1.1; beyond it, HTTP/2 streams where offered; 0 means HTTP/1.1 for all",
+		func(c *Config) any { return &c.UpstreamHTTP1Requests }},
+	{"idle-timeout", "TESLA_HTTP_PROXY_IDLE_TIMEOUT", "idle_timeout", "duration",
+		"cut a pass-through transfer off when its body stands still this long (upload or answer)",
+		func(c *Config) any { return &c.IdleTimeout }},
+	{"client-max-inflight", "TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT", "client_max_inflight", "int",
+		"most pass-through requests one token may have in flight (429 beyond); 0 means half of -upstream-max-conns when set, else no bound",
+		func(c *Config) any { return &c.ClientMaxInFlight }},
 	{"check-config", "", "", "",
 		"validate the settings and exit",
 		func(c *Config) any { return &c.CheckConfig }},
@@ -945,6 +978,15 @@ func (c Config) checkLimits(p *problems) {
 	}
 	if c.MaxResponseBytes <= 0 {
 		p.bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+	}
+	if c.IdleTimeout < 0 {
+		p.bad("idle-timeout", "is %v; give a duration above zero, such as 15s", c.IdleTimeout)
+	}
+	if c.UpstreamHTTP1Requests < 0 {
+		p.bad("upstream-http1-requests", "is %d; give a number of requests, or 0 for HTTP/1.1 only", c.UpstreamHTTP1Requests)
+	}
+	if c.ClientMaxInFlight < 0 {
+		p.bad("client-max-inflight", "is %d; give a number of requests, or 0 for the default", c.ClientMaxInFlight)
 	}
 	if c.UpstreamMaxConns < 0 {
 		p.bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)

@@ -83,11 +83,19 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	if err != nil {
 		return err
 	}
+	var upstreamRT http.RoundTripper = transport
+	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
+		// HTTP/1.1 for the first requests in flight to a host, HTTP/2 streams beyond them.
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: true})
+		if err != nil {
+			return err
+		}
+		upstreamRT = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
+	}
 	// With a bound on upstream connections, count the requests waiting for one (without a
 	// bound no request waits, and the wrapper would only cost).
-	var upstreamRT http.RoundTripper = transport
 	if cfg.UpstreamMaxConns > 0 {
-		upstreamRT = forward.CountConnWaits(transport, m.UpstreamConnWait)
+		upstreamRT = forward.CountConnWaits(upstreamRT, m.UpstreamConnWait)
 	}
 	// Sessions survive restarts: the store reads what an earlier run saved and writes what
 	// changes. It is closed last, after the server has finished every command, so the final
@@ -134,6 +142,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Timeout:          cfg.Timeout,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
+		IdleTimeout:      cfg.IdleTimeout,
 		Sessions:         store,
 		Shared:           shared,
 		OnUpstream:       m.Upstream,
@@ -144,6 +153,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Observe:          m.Observe,
 		InFlight:         m.InFlight,
 		Logger:           log,
+
+		MaxClientInFlight: clientShare(cfg),
+		OnClientLimited:   m.ClientLimited,
 	})
 	if err != nil {
 		return err
@@ -325,4 +337,14 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// clientShare is the most pass-through requests one token may have in flight: -client-max-inflight,
+// or by default half of a bounded upstream pool, so one client can never hold all of it. Without
+// a bound on the pool no client waits for another's connection, and there is no default share.
+func clientShare(cfg config.Config) int {
+	if cfg.ClientMaxInFlight > 0 || cfg.UpstreamMaxConns <= 0 {
+		return cfg.ClientMaxInFlight
+	}
+	return max(1, cfg.UpstreamMaxConns/2)
 }

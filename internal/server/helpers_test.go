@@ -29,6 +29,8 @@ type envOptions struct {
 	dial      *testenv.DialRecorder // redirect every dial (for by-token tests)
 	timeout   time.Duration         // upstream timeout
 	idle      time.Duration         // pass-through idle timeout
+	maxConns  int                   // upstream connections per host; 0 = no bound
+	clientMax int                   // pass-through requests in flight per token; 0 = no bound
 	logger    *zap.Logger           // nil = zaptest logger
 	telemetry func(*forward.Forwarder) http.Handler
 	commands  func(*forward.Forwarder) http.Handler
@@ -48,7 +50,8 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	if o.dial != nil {
 		tr.DialContext = o.dial.DialContext
 	}
-	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: tr, Timeout: o.timeout, IdleTimeout: o.idle, Logger: log})
+	tr.MaxConnsPerHost = o.maxConns
+	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: tr, Timeout: o.timeout, IdleTimeout: o.idle, MaxClientInFlight: o.clientMax, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
