@@ -33,6 +33,8 @@ type overflow struct {
 	busy sync.Map // string → *atomic.Int64
 }
 
+// RoundTrip sends req over h1 while the host has fewer than limit requests in flight there, and
+// over h2 otherwise.
 func (o *overflow) RoundTrip(req *http.Request) (*http.Response, error) {
 	v, ok := o.busy.Load(req.URL.Host)
 	if !ok {
@@ -61,6 +63,7 @@ type releaseOnClose struct {
 	once    sync.Once
 }
 
+// Close closes the body and releases the request's place on HTTP/1.1, once.
 func (b *releaseOnClose) Close() error {
 	err := b.ReadCloser.Close()
 	b.once.Do(b.release)

@@ -43,7 +43,7 @@ func TestOwnPathsNeverMissesAnOwnRoute(t *testing.T) {
 	// And it does skip the common pass-through paths, or it would be no use.
 	for _, p := range []string{"/api/1/vehicles/5YJ3E1EA7KF000001/vehicle_data", "/api/1/vehicles", "/api/1/products"} {
 		if might(p) {
-			t.Errorf("%s: the quick test does not recognise a plain pass-through path", p)
+			t.Errorf("%s: the quick test does not spot a plain pass-through path", p)
 		}
 	}
 }
