@@ -105,7 +105,7 @@ func (p staggerPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, b
 	if hits >= p.n {
 		return 0, false
 	}
-	return max(0, time.Duration(hits)*p.over/time.Duration(p.n)-elapsed), false
+	return max(0, time.Duration(hits)*p.over/time.Duration(p.n)-elapsed), false //nolint:gosec // G115: hits < n, a worker count
 }
 
 func (p staggerPacer) Rate(time.Duration) float64 { return 0 }
@@ -120,7 +120,7 @@ func (p staggerPacer) Rate(time.Duration) float64 { return 0 }
 // the hits took.
 func attack(ctx context.Context, client *http.Client, l load, dur time.Duration, hits int) sample {
 	var pacer vegeta.Pacer = vegeta.ConstantPacer{} // zero rate: as fast as the workers go
-	if l.stagger > 0 {
+	if l.stagger > 0 && l.workers > 0 {
 		pacer = staggerPacer{n: uint64(l.workers), over: l.stagger}
 	}
 	if hits > 0 {
