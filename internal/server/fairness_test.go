@@ -18,10 +18,19 @@ import (
 // with one connection allowed to the Fleet API host, another client's GET has to get through once
 // the idle limit cuts the stalled upload off, and the stalled client gets a whole JSON 504.
 func TestStalledUploadReleasesTheUpstreamConnection(t *testing.T) {
+	t.Run("HTTP/1.1 upstream", func(t *testing.T) { stalledUpload(t, false) })
+	// Over HTTP/2 the upload holds a stream of the one connection, not the connection: the GET
+	// goes through beside it, and the stall is still cut off.
+	t.Run("HTTP/2 upstream", func(t *testing.T) { stalledUpload(t, true) })
+}
+
+func stalledUpload(t *testing.T, http2 bool) {
 	uploadStarted := make(chan struct{})
 	uploadEnded := make(chan error, 1)
+	var uploadProto int
 	upstream, pool := testenv.StartTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
+			uploadProto = r.ProtoMajor
 			buf := make([]byte, 64)
 			if _, err := io.ReadAtLeast(r.Body, buf, 5); err != nil {
 				uploadEnded <- err
@@ -35,7 +44,7 @@ func TestStalledUploadReleasesTheUpstreamConnection(t *testing.T) {
 		_, _ = w.Write([]byte(`{"response":[]}`))
 	}))
 	fixed, _ := url.Parse(upstream.URL)
-	env := startProxy(t, envOptions{fixed: fixed, pool: pool, idle: 300 * time.Millisecond, maxConns: 1})
+	env := startProxy(t, envOptions{fixed: fixed, pool: pool, idle: 300 * time.Millisecond, maxConns: 1, http2: http2})
 	tok := "Bearer " + testenv.Token(t, map[string]any{"sub": "uploader"})
 
 	pr, pw := io.Pipe()
@@ -67,7 +76,11 @@ func TestStalledUploadReleasesTheUpstreamConnection(t *testing.T) {
 		t.Fatal("the upload's first bytes did not reach the upstream")
 	}
 
-	// The only upstream connection is held by the stalled upload now. This GET needs it.
+	if want := map[bool]int{false: 1, true: 2}[http2]; uploadProto != want {
+		t.Fatalf("the upload reached the upstream over HTTP/%d, want HTTP/%d", uploadProto, want)
+	}
+	// The only upstream connection is held by the stalled upload now (over HTTP/1.1; over HTTP/2
+	// one of its streams). This GET needs it.
 	get, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/api/1/vehicles", nil)
 	get.Header.Set("Authorization", "Bearer "+testenv.Token(t, map[string]any{"sub": "someone-else"}))
 	resp, body := env.do(t, get)
