@@ -32,6 +32,7 @@ type envOptions struct {
 	maxConns  int                   // upstream connections per host; 0 = no bound
 	clientMax int                   // pass-through requests in flight per token; 0 = no bound
 	http2     bool                  // speak HTTP/2 to the upstream (it offers h2)
+	overflow  int                   // HTTP/1.1 for this many requests in flight, HTTP/2 beyond (as the proxy runs)
 	logger    *zap.Logger           // nil = zaptest logger
 	telemetry func(*forward.Forwarder) http.Handler
 	commands  func(*forward.Forwarder) http.Handler
@@ -61,7 +62,17 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 		t.Cleanup(h2.CloseIdleConnections)
 		tr = h2
 	}
-	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: tr, Timeout: o.timeout, IdleTimeout: o.idle, MaxClientInFlight: o.clientMax, Logger: log})
+	var rt http.RoundTripper = tr
+	if o.overflow > 0 {
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2.TLSClientConfig.RootCAs, h2.Proxy = o.pool, nil
+		t.Cleanup(h2.CloseIdleConnections)
+		rt = forward.Overflow(tr, h2, o.overflow)
+	}
+	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: rt, Timeout: o.timeout, IdleTimeout: o.idle, MaxClientInFlight: o.clientMax, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
