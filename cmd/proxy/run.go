@@ -144,6 +144,11 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		Observe:          m.Observe,
 		InFlight:         m.InFlight,
 		Logger:           log,
+		AutoWake:         cfg.AutoWake,
+		WakeTimeout:      cfg.WakeTimeout,
+		OnWake:           m.WakeSent,
+		OnWakeAvoided:    m.WakeAvoided,
+		OnWakePoll:       m.WakePoll,
 	})
 	if err != nil {
 		return err

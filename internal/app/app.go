@@ -19,6 +19,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/server"
 	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/signer"
+	"github.com/teslaproxy/proxy/internal/wake"
 )
 
 // Options are the settings the parts need.
@@ -59,6 +60,14 @@ type Options struct {
 	InFlight func(delta float64)
 	// Logger receives every part's logs.
 	Logger *zap.Logger
+
+	// AutoWake, when set, wakes a car that is asleep when a command reaches it, waiting up to
+	// WakeTimeout (zero means wake.DefaultTimeout) for it to come online (-auto-wake).
+	AutoWake    bool
+	WakeTimeout time.Duration
+	// OnWake, OnWakeAvoided and OnWakePoll are told about each wake_up sent, each command that
+	// shared another's wake, and each vehicle-list poll; any may be nil.
+	OnWake, OnWakeAvoided, OnWakePoll func()
 }
 
 // App is an assembled proxy.
@@ -112,6 +121,7 @@ func New(o Options) (*App, error) {
 		OnHandshake:  o.OnHandshake,
 		OnSession:    o.OnSession,
 		Logger:       log,
+		Waker:        newWaker(o, fwd, log),
 	})
 	if err != nil {
 		return nil, err
@@ -137,6 +147,14 @@ func New(o Options) (*App, error) {
 		a.ownStore = store
 	}
 	return a, nil
+}
+
+// newWaker returns the -auto-wake Waker, or nil when it is off.
+func newWaker(o Options, fwd *forward.Forwarder, log *zap.Logger) *wake.Waker {
+	if !o.AutoWake {
+		return nil
+	}
+	return wake.New(wake.Options{Forward: fwd, Timeout: o.WakeTimeout, OnWake: o.OnWake, OnAvoided: o.OnWakeAvoided, OnPoll: o.OnWakePoll, Logger: log})
 }
 
 // degraded returns the shared store's Degraded method, if it has one.

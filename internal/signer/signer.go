@@ -22,6 +22,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/httpstatus"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/wake"
 )
 
 // Options configures a Signer.
@@ -52,6 +53,9 @@ type Options struct {
 	OnSession func(ready bool)
 	// Logger receives the signer's log lines; nil means none.
 	Logger *zap.Logger
+	// Waker, when not nil, wakes a car that answers 408 and sends the command again
+	// (-auto-wake). Nil relays the 408.
+	Waker *wake.Waker
 }
 
 // Signer serves POST /api/1/vehicles/{vin}/command/{name}. It is safe for concurrent use.
@@ -72,6 +76,8 @@ type Signer struct {
 	counters counters
 	// admit keeps callers the Fleet API has not accepted for a car from holding its turn.
 	admit *admission
+	// waker wakes sleeping cars (-auto-wake); nil when off.
+	waker *wake.Waker
 }
 
 // New returns a Signer.
@@ -79,7 +85,7 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission()}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission(), waker: o.Waker}
 	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
@@ -191,18 +197,30 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 	// Before the turn: a caller the Fleet API has not accepted for this car must not hold it
 	// (admit.go). The verdict is the status of the answer written, once the turn is released.
-	done, err := s.admit.admit(r.Context(), forward.TokenFrom(r.Context()), vin, s.timeout)
+	// With -auto-wake a command may also wait for its car to wake.
+	done, err := s.admit.admit(r.Context(), forward.TokenFrom(r.Context()), vin, s.timeout+s.wakeTimeout())
 	if err != nil {
 		return err
 	}
 	sw := &httpstatus.Writer{ResponseWriter: w}
 	w = sw
 	defer func() { done(sw.Status) }()
-	t, err := s.acquire(r.Context(), vin)
-	if err != nil {
+	if s.waker == nil {
+		_, err = s.attempt(w, r, vin, name, body, params, false)
 		return err
 	}
-	// The turn ends as soon as serve returns: with the record kept when it changed, released
+	return s.serveAwake(w, r, vin, name, body, params)
+}
+
+// attempt takes vin's turn and runs the command once. When wakeable is set and the Fleet API
+// answers 408 (the car is asleep or offline; nothing reached it), it writes nothing and reports
+// asleep, for the caller to wake the car and try again.
+func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters, wakeable bool) (asleep bool, err error) {
+	t, err := s.acquire(r.Context(), vin)
+	if err != nil {
+		return false, err
+	}
+	// The turn ends as soon as attempt returns: with the record kept when it changed, released
 	// as it was otherwise.
 	var keep *sessions.Record
 	defer func() {
@@ -213,11 +231,16 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		}
 	}()
 
+	if wakeable && s.waker.Waking(r.Context(), vin) {
+		// The car was found asleep while this command queued for it: wait for its wake
+		// rather than pay for another 408.
+		return true, nil
+	}
 	rec := t.Record()
 	orig := rec
 	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
-		return nil
+		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
@@ -227,10 +250,10 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	action, err := extractAction(ctx, name, params)
 	if errors.Is(err, proxy.ErrCommandUseRESTAPI) {
 		s.forwardREST(w, r, "", body)
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = s.run(ctx, vin, &rec, name, action)
 	var ue *upstreamError
@@ -254,7 +277,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		keep = &rec
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
-		return nil
+		return false, nil
 	}
 	if rec != orig {
 		keep = &rec
@@ -263,20 +286,23 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(success)
-		return nil
+		return false, nil
 	case protocol.IsNominalError(err):
 		// The vehicle got the command and declined it: the REST API's answer for that.
 		b, _ := json.Marshal(refusal{Response: refusalBody{Result: false, Reason: refusalReason(err)}})
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(append(b, '\n'))
-		return nil
+		return false, nil
+	case wakeable && ue != nil && ue.reply != nil && ue.reply.Status == http.StatusRequestTimeout:
+		// Asleep or offline: the Fleet API did not reach the car, so nothing ran.
+		return true, nil
 	case ue != nil && ue.reply != nil && ue.reply.Status < 500:
 		// The Fleet API refused the call (asleep 408, rate limit 429 with Retry-After, token
 		// or scope problems): relay its answer as it came.
 		ue.reply.Write(w)
-		return nil
+		return false, nil
 	default:
-		return answer(ctx, err)
+		return false, answer(ctx, err)
 	}
 }
 

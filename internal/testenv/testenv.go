@@ -62,6 +62,9 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// AllowNets limits the client networks served.
 	AllowNets []netip.Prefix
+	// App, when not nil, may change the proxy's options before it is assembled (to turn on
+	// features such as -auto-wake).
+	App func(*app.Options)
 }
 
 // Env is a running simulator and proxy.
@@ -131,6 +134,9 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Metrics != nil {
 		ao.Metrics, ao.Observe, ao.InFlight, ao.OnUpstream = o.Metrics.Handler(), o.Metrics.Observe, o.Metrics.InFlight, o.Metrics.Upstream
 		ao.OnHandshake, ao.OnSession = o.Metrics.Handshake, o.Metrics.Session
+	}
+	if o.App != nil {
+		o.App(&ao)
 	}
 	a, err := app.New(ao)
 	if err != nil {
