@@ -19,6 +19,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/server"
 	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/signer"
+	"github.com/teslaproxy/proxy/internal/vehicleid"
 	"github.com/teslaproxy/proxy/internal/wake"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	// OnWake, OnWakeAvoided and OnWakePoll are told about each wake_up sent, each command that
 	// shared another's wake, and each vehicle-list poll; any may be nil.
 	OnWake, OnWakeAvoided, OnWakePoll func()
+	// OnVehicleIDLookup is told about each numeric vehicle id resolved to a VIN, and whether
+	// from the cache; nil means nobody is.
+	OnVehicleIDLookup func(cached bool)
 }
 
 // App is an assembled proxy.
@@ -122,6 +126,7 @@ func New(o Options) (*App, error) {
 		OnSession:    o.OnSession,
 		Logger:       log,
 		Waker:        newWaker(o, fwd, log),
+		IDs:          vehicleid.New(vehicleid.Options{Forward: fwd, OnLookup: o.OnVehicleIDLookup}),
 	})
 	if err != nil {
 		return nil, err

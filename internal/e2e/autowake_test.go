@@ -21,9 +21,6 @@ import (
 func autoWake(m *metrics.Metrics, timeout time.Duration) testenv.Options {
 	return testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Metrics: m, App: func(o *app.Options) {
 		o.AutoWake, o.WakeTimeout = true, timeout
-		if m != nil {
-			o.OnWake, o.OnWakeAvoided, o.OnWakePoll = m.WakeSent, m.WakeAvoided, m.WakePoll
-		}
 	}}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/httpstatus"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/vehicleid"
 	"github.com/teslaproxy/proxy/internal/wake"
 )
 
@@ -53,6 +54,9 @@ type Options struct {
 	OnSession func(ready bool)
 	// Logger receives the signer's log lines; nil means none.
 	Logger *zap.Logger
+	// IDs, when not nil, turns numeric vehicle ids in command paths into VINs. Nil answers 404
+	// to a numeric id.
+	IDs *vehicleid.Resolver
 	// Waker, when not nil, wakes a car that answers 408 and sends the command again
 	// (-auto-wake). Nil relays the 408.
 	Waker *wake.Waker
@@ -78,6 +82,8 @@ type Signer struct {
 	admit *admission
 	// waker wakes sleeping cars (-auto-wake); nil when off.
 	waker *wake.Waker
+	// ids resolves numeric vehicle ids; nil when off.
+	ids *vehicleid.Resolver
 }
 
 // New returns a Signer.
@@ -85,7 +91,7 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission(), waker: o.Waker}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission(), waker: o.Waker, ids: o.IDs}
 	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
@@ -166,6 +172,14 @@ const callBudget = 4
 var success = []byte(`{"response":{"result":true,"reason":""}}` + "\n")
 
 func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string) error {
+	if s.ids != nil && vehicleid.IsNumeric(vin) {
+		// A numeric id: the car is signed for by VIN, which the (free) vehicle list gives.
+		resolved, err := s.resolve(w, r, vin)
+		if err != nil || resolved == "" {
+			return err
+		}
+		vin = resolved
+	}
 	if err := checkVIN(vin); err != nil {
 		return err
 	}
