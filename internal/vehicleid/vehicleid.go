@@ -184,4 +184,3 @@ func (r *Resolver) readList(ctx context.Context, tok forward.TokenHash) error {
 	r.listed.Add(tok, struct{}{})
 	return nil
 }
-
