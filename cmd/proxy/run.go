@@ -150,6 +150,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		OnWakeAvoided:     m.WakeAvoided,
 		OnWakePoll:        m.WakePoll,
 		OnVehicleIDLookup: m.VehicleIDLookup,
+		CoalesceReads:     cfg.CoalesceReads,
+		ReadCacheTTL:      cfg.ReadCacheTTL,
+		OnReadSaved:       m.ReadSaved,
 	})
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
+	"github.com/teslaproxy/proxy/internal/coalesce"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
 	"github.com/teslaproxy/proxy/internal/server"
@@ -72,6 +73,13 @@ type Options struct {
 	// OnVehicleIDLookup is told about each numeric vehicle id resolved to a VIN, and whether
 	// from the cache; nil means nobody is.
 	OnVehicleIDLookup func(cached bool)
+
+	// CoalesceReads, when set, lets identical concurrent GETs share one upstream call
+	// (-coalesce-reads), and reuses a 200 answer for ReadCacheTTL (-read-cache-ttl; zero reuses
+	// nothing). OnReadSaved is told about each read answered without a call; it may be nil.
+	CoalesceReads bool
+	ReadCacheTTL  time.Duration
+	OnReadSaved   func(path string, cached bool)
 }
 
 // App is an assembled proxy.
@@ -146,12 +154,22 @@ func New(o Options) (*App, error) {
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 		Degraded:     degraded(o.Shared),
+		PassThrough:  passThrough(o, fwd),
 	})
 	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
 	if ownStore {
 		a.ownStore = store
 	}
 	return a, nil
+}
+
+// passThrough returns the handler of the pass-through routes when a feature wraps the
+// forwarder, or nil.
+func passThrough(o Options, fwd *forward.Forwarder) http.Handler {
+	if !o.CoalesceReads {
+		return nil
+	}
+	return coalesce.New(coalesce.Options{Next: fwd, TTL: o.ReadCacheTTL, MaxBodyBytes: o.MaxResponseBytes, OnSaved: o.OnReadSaved})
 }
 
 // newWaker returns the -auto-wake Waker, or nil when it is off.

@@ -52,6 +52,9 @@ type Deps struct {
 	Observe func(route string, status int, seconds float64)
 	// InFlight, when not nil, is told when a request starts (+1) and ends (-1).
 	InFlight func(delta float64)
+	// PassThrough, when not nil, serves the pass-through routes (after the token check) in
+	// place of Forward, which it wraps: -coalesce-reads, say. Nil means Forward.
+	PassThrough http.Handler
 	// Degraded, when not nil, reports whether the proxy serves with reduced guarantees (the
 	// shared session store unreachable); /health then says so, still with 200, since the proxy
 	// does serve. Nil means never.
@@ -94,7 +97,11 @@ func NewRouter(d Deps) http.Handler {
 	if d.Commands != nil {
 		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(built(d.Commands), http.MethodPost))))
 	}
-	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward))
+	var through http.Handler = d.Forward
+	if d.PassThrough != nil {
+		through = d.PassThrough
+	}
+	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, through))
 	catchAll := r.PathPrefix("/").Handler(passThrough)
 
 	var h http.Handler = refuseOdd(dispatch(r, catchAll))

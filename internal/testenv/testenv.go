@@ -135,7 +135,7 @@ func Start(t testing.TB, o Options) *Env {
 		ao.Metrics, ao.Observe, ao.InFlight, ao.OnUpstream = o.Metrics.Handler(), o.Metrics.Observe, o.Metrics.InFlight, o.Metrics.Upstream
 		ao.OnHandshake, ao.OnSession = o.Metrics.Handshake, o.Metrics.Session
 		ao.OnWake, ao.OnWakeAvoided, ao.OnWakePoll = o.Metrics.WakeSent, o.Metrics.WakeAvoided, o.Metrics.WakePoll
-		ao.OnVehicleIDLookup = o.Metrics.VehicleIDLookup
+		ao.OnVehicleIDLookup, ao.OnReadSaved = o.Metrics.VehicleIDLookup, o.Metrics.ReadSaved
 	}
 	if o.App != nil {
 		o.App(&ao)
