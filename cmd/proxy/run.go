@@ -153,6 +153,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		CoalesceReads:     cfg.CoalesceReads,
 		ReadCacheTTL:      cfg.ReadCacheTTL,
 		OnReadSaved:       m.ReadSaved,
+		OnLegacyLearned:   m.LegacyCallSaved,
 	})
 	if err != nil {
 		return err

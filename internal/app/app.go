@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/teslaproxy/proxy/internal/coalesce"
+	"github.com/teslaproxy/proxy/internal/fleetstatus"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
 	"github.com/teslaproxy/proxy/internal/server"
@@ -80,6 +81,9 @@ type Options struct {
 	CoalesceReads bool
 	ReadCacheTTL  time.Duration
 	OnReadSaved   func(path string, cached bool)
+	// OnLegacyLearned is told about each car a fleet_status answer showed to lack the protocol
+	// (its first command then skips a signed_command the Fleet API would refuse); may be nil.
+	OnLegacyLearned func()
 }
 
 // App is an assembled proxy.
@@ -154,7 +158,7 @@ func New(o Options) (*App, error) {
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 		Degraded:     degraded(o.Shared),
-		PassThrough:  passThrough(o, fwd),
+		PassThrough:  passThrough(o, fwd, sg, log),
 	})
 	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
 	if ownStore {
@@ -163,13 +167,15 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-// passThrough returns the handler of the pass-through routes when a feature wraps the
-// forwarder, or nil.
-func passThrough(o Options, fwd *forward.Forwarder) http.Handler {
-	if !o.CoalesceReads {
-		return nil
+// passThrough returns the handler of the pass-through routes: the forwarder, behind
+// -coalesce-reads when it is on, with fleet_status answers read for the cars that lack the
+// protocol.
+func passThrough(o Options, fwd *forward.Forwarder, sg *signer.Signer, log *zap.Logger) http.Handler {
+	var h http.Handler = fwd
+	if o.CoalesceReads {
+		h = coalesce.New(coalesce.Options{Next: fwd, TTL: o.ReadCacheTTL, MaxBodyBytes: o.MaxResponseBytes, OnSaved: o.OnReadSaved})
 	}
-	return coalesce.New(coalesce.Options{Next: fwd, TTL: o.ReadCacheTTL, MaxBodyBytes: o.MaxResponseBytes, OnSaved: o.OnReadSaved})
+	return fleetstatus.Learn(h, sg, o.OnLegacyLearned, log.Named("fleet-status"))
 }
 
 // newWaker returns the -auto-wake Waker, or nil when it is off.
