@@ -14,6 +14,7 @@ import (
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
+	"github.com/teslaproxy/proxy/internal/budget"
 	"github.com/teslaproxy/proxy/internal/coalesce"
 	"github.com/teslaproxy/proxy/internal/fleetstatus"
 	"github.com/teslaproxy/proxy/internal/forward"
@@ -84,6 +85,9 @@ type Options struct {
 	// OnLegacyLearned is told about each car a fleet_status answer showed to lack the protocol
 	// (its first command then skips a signed_command the Fleet API would refuse); may be nil.
 	OnLegacyLearned func()
+	// Budget, when not nil, refuses billed calls once the month's budget is spent
+	// (-monthly-budget); with Metrics on the main listener, its figures are served at /budget.
+	Budget *budget.Budget
 }
 
 // App is an assembled proxy.
@@ -150,15 +154,16 @@ func New(o Options) (*App, error) {
 	h := server.NewRouter(server.Deps{
 		Logger:       log,
 		Forward:      fwd,
-		Commands:     sg,
-		Telemetry:    &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")},
+		Commands:     gate(o.Budget, sg),
+		Telemetry:    gate(o.Budget, &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")}),
 		PublicKeyPEM: pubPEM,
 		Metrics:      o.Metrics,
 		AllowNets:    o.AllowNets,
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 		Degraded:     degraded(o.Shared),
-		PassThrough:  passThrough(o, fwd, sg, log),
+		PassThrough:  gate(o.Budget, passThrough(o, fwd, sg, log)),
+		Budget:       budgetFigures(o),
 	})
 	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
 	if ownStore {
@@ -176,6 +181,23 @@ func passThrough(o Options, fwd *forward.Forwarder, sg *signer.Signer, log *zap.
 		h = coalesce.New(coalesce.Options{Next: fwd, TTL: o.ReadCacheTTL, MaxBodyBytes: o.MaxResponseBytes, OnSaved: o.OnReadSaved})
 	}
 	return fleetstatus.Learn(h, sg, o.OnLegacyLearned, log.Named("fleet-status"))
+}
+
+// gate puts h behind the budget, if there is one.
+func gate(b *budget.Budget, h http.Handler) http.Handler {
+	if b == nil {
+		return h
+	}
+	return b.Gate(h)
+}
+
+// budgetFigures returns the /budget handler for the main listener: only with a budget and with
+// /metrics served there too.
+func budgetFigures(o Options) http.Handler {
+	if o.Budget == nil || o.Metrics == nil {
+		return nil
+	}
+	return o.Budget.Handler()
 }
 
 // newWaker returns the -auto-wake Waker, or nil when it is off.

@@ -54,6 +54,7 @@ type Metrics struct {
 
 	// savings are the issue-15 features' counters (savings.go).
 	savings savings
+	budget  budgetGauges
 }
 
 // New returns a Metrics with its own registry, including Go runtime and process collectors.
@@ -122,6 +123,7 @@ func New() *Metrics {
 	})
 	m.reg.MustRegister(m.storeCall, m.storeErrors, m.storeLockWait, m.storeLost, m.storeDegraded, m.storeLocal)
 	m.savings = newSavings(m.reg)
+	m.budget = newBudgetGauges(m.reg)
 	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

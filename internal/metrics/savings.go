@@ -87,3 +87,44 @@ func (m *Metrics) VehicleIDLookup(cached bool) {
 	}
 	m.savings.ids.WithLabelValues(src).Inc()
 }
+
+// Price returns the estimated price of one billed call to a Fleet API path, at Tesla's published
+// prices (zero for a free route).
+func Price(path string) float64 { return prices[Category(path)] }
+
+// budgetGauges are the -monthly-budget collectors.
+type budgetGauges struct {
+	limit, spent, warning, exceeded prometheus.Gauge
+	refused                         prometheus.Counter
+}
+
+func newBudgetGauges(reg *prometheus.Registry) budgetGauges {
+	g := budgetGauges{
+		limit:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tesla_proxy_budget_dollars", Help: "-monthly-budget: the budget in US dollars per calendar month (UTC); 0 without one."}),
+		spent:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tesla_proxy_budget_spent_dollars", Help: "-monthly-budget: estimated Fleet API spend of the current month, kept across restarts in the session file."}),
+		warning:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "tesla_proxy_budget_warning", Help: "-monthly-budget: 1 once the month's spend reached 80 % of the budget, 0 otherwise."}),
+		exceeded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tesla_proxy_budget_exceeded", Help: "-monthly-budget: 1 once the month's spend reached the budget, 0 otherwise."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "tesla_proxy_budget_refused_total", Help: "-monthly-budget: requests refused with 429 because the month's budget was spent."}),
+	}
+	reg.MustRegister(g.limit, g.spent, g.warning, g.exceeded, g.refused)
+	return g
+}
+
+// Budget records the month's estimated spend against the budget (pass it as
+// budget.Options.OnChange).
+func (m *Metrics) Budget(spent, limit float64, warning, exceeded bool) {
+	m.budget.limit.Set(limit)
+	m.budget.spent.Set(spent)
+	m.budget.warning.Set(b2f(warning))
+	m.budget.exceeded.Set(b2f(exceeded))
+}
+
+// BudgetRefused records a request refused for the budget.
+func (m *Metrics) BudgetRefused() { m.budget.refused.Inc() }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
