@@ -131,6 +131,7 @@ func New(o Options) (*App, error) {
 		}
 		ownStore = true
 	}
+	ids := vehicleid.New(vehicleid.Options{Forward: fwd, OnLookup: o.OnVehicleIDLookup})
 	sg, err := signer.New(signer.Options{
 		Key:          o.Key,
 		Forward:      fwd,
@@ -142,7 +143,7 @@ func New(o Options) (*App, error) {
 		OnSession:    o.OnSession,
 		Logger:       log,
 		Waker:        newWaker(o, fwd, log),
-		IDs:          vehicleid.New(vehicleid.Options{Forward: fwd, OnLookup: o.OnVehicleIDLookup}),
+		IDs:          ids,
 	})
 	if err != nil {
 		return nil, err
@@ -155,7 +156,7 @@ func New(o Options) (*App, error) {
 		Logger:       log,
 		Forward:      fwd,
 		Commands:     gate(o.Budget, sg),
-		Telemetry:    gate(o.Budget, &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")}),
+		Telemetry:    gate(o.Budget, &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry"), VIN: ids.VIN}),
 		PublicKeyPEM: pubPEM,
 		Metrics:      o.Metrics,
 		AllowNets:    o.AllowNets,

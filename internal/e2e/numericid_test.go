@@ -116,6 +116,22 @@ func TestNumericVehicleIDs(t *testing.T) {
 		}
 	})
 
+	withoutLeaks(t, "telemetry config by id", func(t *testing.T) {
+		env := testenv.Start(t, testenv.Options{Vehicles: 2, Logger: zap.NewNop()})
+		vin := env.VINs[1]
+		id := vehicleIDs(t, env)[vin]
+		resp, body := env.Do(t, http.MethodPost, "/api/1/vehicles/fleet_telemetry_config", telemetryBody(`["`+id+`"]`, goodConfigJSON()))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"updated_vehicles":1`) {
+			t.Fatalf("telemetry config by id: %d %s", resp.StatusCode, body)
+		}
+		resp, body = env.Do(t, http.MethodGet, "/api/1/vehicles/"+vin+"/fleet_telemetry_config", nil)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "telemetry.example.com") {
+			t.Errorf("the config did not reach %s: %d %s", vin, resp.StatusCode, body)
+		}
+		resp, body = env.Do(t, http.MethodPost, "/api/1/vehicles/fleet_telemetry_config", telemetryBody(`["999"]`, goodConfigJSON()))
+		checkError(t, resp.StatusCode, resp.Header, body, http.StatusNotFound, "vehicle_not_found")
+	})
+
 	withoutLeaks(t, "pass-through keeps the id", func(t *testing.T) {
 		env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop()})
 		id := vehicleIDs(t, env)[env.VINs[0]]

@@ -125,7 +125,7 @@ func (r *Resolver) VIN(ctx context.Context, id string) (string, error) {
 		}
 	}
 	return "", apierr.New(http.StatusNotFound, "vehicle_not_found",
-		fmt.Sprintf("No vehicle with id %s is in this token's vehicle list (GET /api/1/vehicles); send the command to the vehicle's 17-character VIN, or to an id from that list.", id))
+		fmt.Sprintf("No vehicle with id %s is in this token's vehicle list (GET /api/1/vehicles); use the vehicle's 17-character VIN, or an id from that list.", id))
 }
 
 func (r *Resolver) lookedUp(cached bool) {
