@@ -323,18 +323,14 @@ func checkVINs(p *problems, v any, present bool) []string {
 	return vins
 }
 
-// isVehicleID reports whether s is a numeric Fleet API vehicle id: 1 to 20 digits, not 17 (a
-// VIN of digits only is a VIN).
+// isVehicleID reports whether s is a numeric Fleet API vehicle id: a positive 64-bit integer
+// without leading zeros, not 17 characters long (a VIN of digits only is a VIN).
 func isVehicleID(s string) bool {
-	if s == "" || len(s) > 20 || len(s) == 17 {
+	if s == "" || s[0] == '0' || len(s) == 17 || len(s) > 19 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	n, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && n > 0
 }
 
 // isVIN reports whether s is 17 uppercase ASCII letters or digits. It does not check the

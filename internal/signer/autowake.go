@@ -37,6 +37,7 @@ func (s *Signer) wakeTimeout() time.Duration {
 func (s *Signer) serveAwake(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters) error {
 	res, waited, err := s.waker.Wait(r.Context(), vin)
 	if waited {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(2*s.timeout + 30*time.Second))
 		setWakeHeaders(w, res)
 		if err != nil {
 			return wakeFailed(w, err)
@@ -46,6 +47,9 @@ func (s *Signer) serveAwake(w http.ResponseWriter, r *http.Request, vin, name st
 	if err != nil || !asleep {
 		return err
 	}
+	// The server's write deadline allows for a command's upstream calls, not for a wake on
+	// top: push it back by the wake's bound. (Not every writer supports it; tests' recorders.)
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.waker.Timeout() + 2*s.timeout + 30*time.Second))
 	res, err = s.waker.Wake(r.Context(), vin)
 	setWakeHeaders(w, res)
 	if err != nil {

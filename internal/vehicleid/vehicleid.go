@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -71,17 +72,15 @@ func New(o Options) *Resolver {
 	}
 }
 
-// IsNumeric reports whether tag is a numeric vehicle id (digits only) rather than a VIN.
+// IsNumeric reports whether tag is a plausible numeric vehicle id rather than a VIN: a positive
+// 64-bit integer written without leading zeros, not 17 characters long (17 characters is a VIN's
+// length, and a VIN may be all digits). Anything else is left to the VIN checks.
 func IsNumeric(tag string) bool {
-	if tag == "" || len(tag) > 20 {
+	if tag == "" || tag[0] == '0' || len(tag) == 17 || len(tag) > 19 {
 		return false
 	}
-	for i := 0; i < len(tag); i++ {
-		if tag[i] < '0' || tag[i] > '9' {
-			return false
-		}
-	}
-	return true
+	n, err := strconv.ParseInt(tag, 10, 64)
+	return err == nil && n > 0
 }
 
 // ReplyError is the Fleet API's answer below 500 to the vehicle-list call (a refused token, a
