@@ -105,6 +105,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	// With -session-store, replicas share sessions and per-vehicle leases through Redis; the
 	// store above stays this replica's local copy. Deferred after the store, so closed before it.
 	var shared signer.SharedStore
+	// The month's spend (-monthly-budget) is kept where the sessions are: the session file, or
+	// Redis, where the replicas add up their spend.
+	var budgetStore budget.Store = store
 	if cfg.SessionStore != "" {
 		rs, err := sessions.OpenRedis(sessions.RedisOptions{
 			URL:      cfg.SessionStore,
@@ -122,6 +125,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 		defer rs.Close()
 		shared = rs
+		budgetStore = rs
 		log.Info("sharing vehicle sessions with other replicas", zap.String("session_store", storeHost(cfg.SessionStore)), zap.Bool("reachable", !rs.Degraded()))
 	}
 	var metricsOnMain http.Handler
@@ -133,7 +137,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	onUpstream := m.Upstream
 	var bud *budget.Budget
 	if cfg.MonthlyBudget > 0 {
-		bud = budget.New(budget.Options{Limit: cfg.MonthlyBudget, WarnOnly: cfg.BudgetMode == "warn", Store: store,
+		bud = budget.New(budget.Options{Limit: cfg.MonthlyBudget, WarnOnly: cfg.BudgetMode == "warn", Store: budgetStore,
 			OnChange: m.Budget, OnRefused: m.BudgetRefused, Logger: log})
 		defer bud.Close()
 		onUpstream = func(method, path string, status int) {
@@ -142,7 +146,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 		f := bud.Figures()
 		log.Info("monthly budget", zap.Float64("budget_dollars", f.BudgetDollars), zap.Float64("spent_dollars", f.SpentDollars),
-			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != ""))
+			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != "" || cfg.SessionStore != ""))
 	}
 	a, err := app.New(app.Options{
 		Key:               key,

@@ -5,7 +5,9 @@
 package budget
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -16,19 +18,22 @@ import (
 
 	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/metrics"
+	"github.com/teslaproxy/proxy/internal/sessions"
 )
 
 // WarnAt is the fraction of the budget at which the proxy warns.
 const WarnAt = 0.8
 
-// saveEvery is how often, at most, the spend is written to the store while calls keep coming
-// (and once more at Close): a crash loses at most this much of the count.
-const saveEvery = 5 * time.Second
+// syncEvery is how often, at most, the spend is added to the store while calls keep coming (and
+// once more at Close), and read back with what other replicas added: a crash loses at most this
+// much of the count, and a replica sees the others' spend this late.
+const syncEvery = 5 * time.Second
 
-// Store keeps the month's spend across restarts (sessions.Store).
+// Store keeps the month's spend across restarts: the session file (sessions.Store), or Redis
+// shared by the replicas (sessions.Redis), which adds every replica's spend.
 type Store interface {
-	GetMeta(key string) ([]byte, bool)
-	PutMeta(key string, value []byte) error
+	// AddFloat adds delta to the number under key and returns the new total; zero reads it.
+	AddFloat(ctx context.Context, key string, delta float64) (float64, error)
 }
 
 // Options configures a Budget.
@@ -58,13 +63,13 @@ type Budget struct {
 	o   Options
 	log *zap.Logger
 
-	mu       sync.Mutex
-	month    string // "2006-01", UTC
-	spent    float64
-	warned   bool
-	exceeded bool
-	saved    time.Time
-	dirty    bool
+	mu    sync.Mutex
+	month string // "2006-01", UTC
+	// spent is the month's spend: base, the store's total when last synced, plus pending, what
+	// this process spent since.
+	spent, base, pending float64
+	warned, exceeded     bool
+	synced               time.Time
 }
 
 // New returns a Budget, with the spend of the current month read from o.Store.
@@ -78,6 +83,13 @@ func New(o Options) *Budget {
 	b := &Budget{o: o, log: zap.NewNop()}
 	if o.Logger != nil {
 		b.log = o.Logger.Named("budget")
+	}
+	if o.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		if _, err := o.Store.AddFloat(ctx, "budget/probe", 0); errors.Is(err, sessions.ErrNoFile) {
+			b.o.Store = nil // a memory-only session store: nothing to keep
+		}
+		cancel()
 	}
 	b.mu.Lock()
 	b.roll(o.Now())
@@ -96,25 +108,40 @@ func nextMonth(t time.Time) time.Time {
 }
 
 // roll starts the month of now if it is not the current one: its spend is read from the store
-// (a restart within the month) or zero. b.mu is held.
+// (a restart within the month, other replicas) or zero. b.mu is held.
 func (b *Budget) roll(now time.Time) {
 	m := monthOf(now)
 	if m == b.month {
 		return
 	}
-	if b.month != "" && b.dirty {
-		b.saveLocked(now)
+	if b.month != "" {
+		b.syncLocked(now)
 	}
-	b.month, b.spent, b.warned, b.exceeded, b.dirty = m, 0, false, false, false
-	if b.o.Store != nil {
-		if v, ok := b.o.Store.GetMeta(storeKey(m)); ok {
-			if f, err := strconv.ParseFloat(string(v), 64); err == nil && f >= 0 {
-				b.spent = f
-			}
-		}
-	}
+	b.month, b.spent, b.base, b.pending, b.warned, b.exceeded = m, 0, 0, 0, false, false
+	b.syncLocked(now)
 	b.check()
 }
+
+// syncLocked adds this process's pending spend to the store and reads back the total. b.mu is
+// held; a store that fails keeps the spend pending for the next try.
+func (b *Budget) syncLocked(now time.Time) {
+	if b.o.Store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	total, err := b.o.Store.AddFloat(ctx, storeKey(b.month), b.pending)
+	b.synced = now
+	if err != nil {
+		b.log.Warn("could not save the month's estimated spend; will try again", zap.Error(err))
+		return
+	}
+	b.base, b.pending = total, 0
+	b.spent = b.base
+}
+
+// storeTimeout bounds one call to the store.
+const storeTimeout = 2 * time.Second
 
 // check updates the warning and limit flags after a change, logging when one is first reached.
 // b.mu is held.
@@ -154,31 +181,21 @@ func (b *Budget) Record(_, path string, status int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.roll(now)
-	b.spent += p
-	b.dirty = true
+	b.pending += p
+	b.spent = b.base + b.pending
+	if now.Sub(b.synced) >= syncEvery {
+		b.syncLocked(now)
+	}
 	b.check()
-	if now.Sub(b.saved) >= saveEvery {
-		b.saveLocked(now)
-	}
-}
-
-// saveLocked writes the month's spend to the store. b.mu is held.
-func (b *Budget) saveLocked(now time.Time) {
-	if b.o.Store == nil || !b.dirty {
-		return
-	}
-	if err := b.o.Store.PutMeta(storeKey(b.month), []byte(strconv.FormatFloat(b.spent, 'f', -1, 64))); err != nil {
-		b.log.Warn("could not save the month's estimated spend", zap.Error(err))
-		return
-	}
-	b.saved, b.dirty = now, false
 }
 
 // Close saves the month's spend.
 func (b *Budget) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.saveLocked(b.o.Now())
+	if b.pending != 0 {
+		b.syncLocked(b.o.Now())
+	}
 }
 
 // Figures are the budget's state, as GET /budget shows it.
@@ -243,6 +260,10 @@ func (b *Budget) Gate(next http.Handler) http.Handler {
 		now := b.o.Now()
 		b.mu.Lock()
 		b.roll(now)
+		if now.Sub(b.synced) >= syncEvery {
+			b.syncLocked(now)
+			b.check()
+		}
 		refuse, spent := b.exceeded, b.spent
 		b.mu.Unlock()
 		if !refuse || b.o.Price(r.URL.Path) == 0 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/teslaproxy/proxy/internal/budget"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/testenv/redistest"
 )
 
 // clock is a settable time source.
@@ -169,5 +170,45 @@ func TestFiguresHandler(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusOK || f.BudgetDollars != 25 || f.SpentDollars != 0.001 || f.Mode != "enforce" {
 		t.Errorf("GET /budget: %d %+v", resp.StatusCode, f)
+	}
+}
+
+// TestSharedByReplicas runs two budgets, as two replicas would, on one real Redis: each sees
+// the other's spend once it syncs, and the spend survives both.
+func TestSharedByReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	c := &clock{t: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)}
+	open := func() *budget.Budget {
+		local, err := sessions.Open(sessions.Options{Size: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := sessions.OpenRedis(sessions.RedisOptions{URL: srv.URL(), Prefix: "budget-test:", Local: local})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rs.Close(); _ = local.Close() })
+		return budget.New(budget.Options{Limit: 0.04, Store: rs, Now: c.now})
+	}
+	a, b := open(), open()
+	a.Record("POST", "/api/1/vehicles/X/wake_up", 200) // $0.02 each, kept pending for up to 5 s
+	b.Record("POST", "/api/1/vehicles/X/wake_up", 200)
+	c.set(c.now().Add(6 * time.Second))
+	a.Record("POST", commandPath, 200) // a adds its $0.021
+	b.Record("POST", commandPath, 200) // b adds its $0.021 and reads $0.042
+	if got := b.Figures().SpentDollars; got != 0.042 {
+		t.Errorf("replica b sees $%v, want $0.042 (both replicas' calls)", got)
+	}
+	if resp := serve(t, a, commandPath); resp.StatusCode != http.StatusOK {
+		t.Errorf("replica a refused a call before it synced again: %d", resp.StatusCode)
+	}
+	c.set(c.now().Add(6 * time.Second))
+	if resp := serve(t, a, commandPath); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("replica a let a call through after the replicas together spent $0.042 of $0.04: %d", resp.StatusCode)
+	}
+	a.Close()
+	b.Close()
+	if got := open().Figures().SpentDollars; got != 0.042 {
+		t.Errorf("a new replica reads $%v, want $0.042", got)
 	}
 }
