@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,22 +36,22 @@ func (s *Signer) wakeTimeout() time.Duration {
 // the car's turn, so the car's other commands can share the wake instead of each paying a
 // billed 408.
 func (s *Signer) serveAwake(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters) error {
-	res, waited, err := s.waker.Wait(r.Context(), vin)
-	if waited {
+	if t, waited := s.waker.Join(r.Context(), vin); waited {
+		res, err := t.Wait(r.Context())
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(2*s.timeout + 30*time.Second))
 		setWakeHeaders(w, res)
 		if err != nil {
 			return wakeFailed(w, err)
 		}
 	}
-	asleep, err := s.attempt(w, r, vin, name, body, params, true)
-	if err != nil || !asleep {
+	ticket, err := s.attempt(w, r, vin, name, body, params, true)
+	if err != nil || ticket == nil {
 		return err
 	}
 	// The server's write deadline allows for a command's upstream calls, not for a wake on
 	// top: push it back by the wake's bound. (Not every writer supports it; tests' recorders.)
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.waker.Timeout() + 2*s.timeout + 30*time.Second))
-	res, err = s.waker.Wake(r.Context(), vin)
+	res, err := ticket.Wait(r.Context())
 	setWakeHeaders(w, res)
 	if err != nil {
 		s.log.Info("vehicle did not wake", zap.String("vin", vin), zap.Duration("waited", res.Waited), zap.Int("polls", res.Polls))
@@ -59,6 +60,21 @@ func (s *Signer) serveAwake(w http.ResponseWriter, r *http.Request, vin, name st
 	// Once only: a car that is asleep again at once gets the Fleet API's 408 relayed.
 	_, err = s.attempt(w, r, vin, name, body, params, false)
 	return err
+}
+
+// joinWake joins the wake of vin under way for the request's token, when wakeable.
+func (s *Signer) joinWake(r *http.Request, vin string, wakeable bool) (*wake.Ticket, bool) {
+	if !wakeable {
+		return nil, false
+	}
+	return s.waker.Join(r.Context(), vin)
+}
+
+// asleep reports whether err is the Fleet API's 408 to a signed_command: the car is asleep or
+// offline.
+func asleep(err error) bool {
+	var ue *upstreamError
+	return errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusRequestTimeout
 }
 
 // setWakeHeaders says in the answer that the command waited for a wake, and how long.

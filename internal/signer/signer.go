@@ -227,12 +227,13 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 }
 
 // attempt takes vin's turn and runs the command once. When wakeable is set and the Fleet API
-// answers 408 (the car is asleep or offline; nothing reached it), it writes nothing and reports
-// asleep, for the caller to wake the car and try again.
-func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters, wakeable bool) (asleep bool, err error) {
+// answers 408 (the car is asleep or offline; nothing reached it), or the car is being woken
+// already, it writes nothing and returns its ticket to the car's wake, begun while it still holds
+// the turn, for the caller to wait for the wake and try again.
+func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters, wakeable bool) (woken *wake.Ticket, err error) {
 	t, err := s.acquire(r.Context(), vin)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	// The turn ends as soon as attempt returns: with the record kept when it changed, released
 	// as it was otherwise.
@@ -245,16 +246,16 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 		}
 	}()
 
-	if wakeable && s.waker.Waking(r.Context(), vin) {
+	if t, ok := s.joinWake(r, vin, wakeable); ok {
 		// The car was found asleep while this command queued for it: wait for its wake
 		// rather than pay for another 408.
-		return true, nil
+		return t, nil
 	}
 	rec := t.Record()
 	orig := rec
 	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
-		return false, nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
@@ -264,10 +265,10 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 	action, err := extractAction(ctx, name, params)
 	if errors.Is(err, proxy.ErrCommandUseRESTAPI) {
 		s.forwardREST(w, r, "", body)
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	err = s.run(ctx, vin, &rec, name, action)
 	var ue *upstreamError
@@ -281,7 +282,7 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 		err = s.run(ctx, vin, &rec, name, action)
 		ue = nil
 	}
-	if s.onSession != nil {
+	if s.onSession != nil && !(wakeable && asleep(err)) {
 		s.onSession(st.handshakes.Load() == 0)
 	}
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
@@ -291,7 +292,7 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 		keep = &rec
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
-		return false, nil
+		return nil, nil
 	}
 	if rec != orig {
 		keep = &rec
@@ -300,23 +301,24 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(success)
-		return false, nil
+		return nil, nil
 	case protocol.IsNominalError(err):
 		// The vehicle got the command and declined it: the REST API's answer for that.
 		b, _ := json.Marshal(refusal{Response: refusalBody{Result: false, Reason: refusalReason(err)}})
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(append(b, '\n'))
-		return false, nil
+		return nil, nil
 	case wakeable && ue != nil && ue.reply != nil && ue.reply.Status == http.StatusRequestTimeout:
-		// Asleep or offline: the Fleet API did not reach the car, so nothing ran.
-		return true, nil
+		// Asleep or offline: the Fleet API did not reach the car, so nothing ran. The wake
+		// begins before the turn is released.
+		return s.waker.Begin(r.Context(), vin)
 	case ue != nil && ue.reply != nil && ue.reply.Status < 500:
 		// The Fleet API refused the call (asleep 408, rate limit 429 with Retry-After, token
 		// or scope problems): relay its answer as it came.
 		ue.reply.Write(w)
-		return false, nil
+		return nil, nil
 	default:
-		return false, answer(ctx, err)
+		return nil, answer(ctx, err)
 	}
 }
 

@@ -113,55 +113,65 @@ func (e *ReplyError) Error() string { return "the Fleet API answered " + strconv
 // A car that does not come online in time gives a 408 *apierr.Error that says how long the
 // proxy waited.
 func (w *Waker) Wake(ctx context.Context, vin string) (Result, error) {
-	return w.join(ctx, vin, true)
+	t, err := w.Begin(ctx, vin)
+	if err != nil {
+		return Result{}, err
+	}
+	return t.Wait(ctx)
 }
 
-// Wait waits for a wake of vin under way for the caller's token, if there is one, and reports
-// whether there was. Commands call it before they queue for the car, so that they do not send a
-// billed call to a car that is being woken.
-func (w *Waker) Wait(ctx context.Context, vin string) (Result, bool, error) {
-	if w.tokenOf(ctx) == nil {
-		return Result{}, false, nil
-	}
-	w.mu.Lock()
-	_, ok := w.flights[key{tok: w.tokenOf(ctx).Hash, vin: vin}]
-	w.mu.Unlock()
-	if !ok {
-		return Result{}, false, nil
-	}
-	res, err := w.join(ctx, vin, false)
-	return res, true, err
+// Ticket is a command's place in a wake, from Begin.
+type Ticket struct {
+	f     *flight
+	sent  bool
+	began time.Time
 }
 
-// Waking reports whether a wake of vin is under way for the caller's token.
-func (w *Waker) Waking(ctx context.Context, vin string) bool {
+// Begin starts a wake of vin for the caller's token, or joins the one under way, without waiting
+// for it: a command calls it while it still holds its car's turn, so that the commands queued
+// behind it find the wake under way instead of paying for a 408 each. Then it calls Wait.
+func (w *Waker) Begin(ctx context.Context, vin string) (*Ticket, error) {
 	tok := w.tokenOf(ctx)
 	if tok == nil {
-		return false
+		return nil, apierr.New(http.StatusUnauthorized, "missing_token", "Waking a vehicle needs an 'Authorization: Bearer <token>' header.")
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.flights[key{tok: tok.Hash, vin: vin}]
-	return ok
+	t, _ := w.ticket(ctx, key{tok: tok.Hash, vin: vin}, true)
+	return t, nil
+}
+
+// Wait waits for the wake and reports how it went.
+func (t *Ticket) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-t.f.done:
+		return Result{Sent: t.sent, Waited: time.Since(t.began), Polls: t.f.polls}, t.f.err
+	case <-ctx.Done():
+		return Result{Sent: t.sent, Waited: time.Since(t.began)}, ctx.Err()
+	}
+}
+
+// Join joins the wake of vin under way for the caller's token, if there is one. Commands call
+// it before they queue for the car and once they hold its turn, so that they do not send a
+// billed call to a car that is being woken.
+func (w *Waker) Join(ctx context.Context, vin string) (*Ticket, bool) {
+	tok := w.tokenOf(ctx)
+	if tok == nil {
+		return nil, false
+	}
+	return w.ticket(ctx, key{tok: tok.Hash, vin: vin}, false)
 }
 
 func (w *Waker) tokenOf(ctx context.Context) *forward.Token { return forward.TokenFrom(ctx) }
 
-// join waits for the flight of (token, vin), starting one when start is set and none is under
-// way.
-func (w *Waker) join(ctx context.Context, vin string, start bool) (Result, error) {
-	tok := w.tokenOf(ctx)
-	if tok == nil {
-		return Result{}, apierr.New(http.StatusUnauthorized, "missing_token", "Waking a vehicle needs an 'Authorization: Bearer <token>' header.")
-	}
-	k := key{tok: tok.Hash, vin: vin}
+// ticket joins the flight of k, or starts one when start is set and none is under way. It
+// reports false when there was none to join and start was not set.
+func (w *Waker) ticket(ctx context.Context, k key, start bool) (*Ticket, bool) {
 	began := time.Now()
 	w.mu.Lock()
 	f, shared := w.flights[k]
 	if !shared {
 		if !start {
 			w.mu.Unlock()
-			return Result{}, nil
+			return nil, false
 		}
 		f = &flight{done: make(chan struct{}), start: began}
 		w.flights[k] = f
@@ -170,7 +180,7 @@ func (w *Waker) join(ctx context.Context, vin string, start bool) (Result, error
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.o.Timeout)
 		go func() {
 			defer cancel()
-			f.err = w.run(fctx, vin, f)
+			f.err = w.run(fctx, k.vin, f)
 			w.mu.Lock()
 			delete(w.flights, k)
 			w.mu.Unlock()
@@ -181,12 +191,7 @@ func (w *Waker) join(ctx context.Context, vin string, start bool) (Result, error
 	if shared && w.o.OnAvoided != nil {
 		w.o.OnAvoided()
 	}
-	select {
-	case <-f.done:
-		return Result{Sent: !shared, Waited: time.Since(began), Polls: f.polls}, f.err
-	case <-ctx.Done():
-		return Result{Sent: !shared, Waited: time.Since(began)}, ctx.Err()
-	}
+	return &Ticket{f: f, sent: !shared, began: began}, true
 }
 
 // run sends the wake_up and polls until the car is online or ctx ends.
