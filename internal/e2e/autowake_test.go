@@ -148,6 +148,29 @@ func TestAutoWake(t *testing.T) {
 		}
 	})
 
+	withoutLeaks(t, "a car missing from the vehicle list", func(t *testing.T) {
+		o := autoWake(nil, 5*time.Second)
+		o.Upstream = func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && r.URL.Path == "/api/1/vehicles" {
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = w.Write([]byte(`{"response":[],"pagination":{"next":null},"count":0}`))
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+		}
+		env := testenv.Start(t, o)
+		vin := env.VINs[0]
+		env.Sim.Vehicle(vin).SetAsleep(true)
+		env.Sim.SetWakeDelay(vin, 500*time.Millisecond)
+		resp, body := env.Command(t, vin, "flash_lights", nil)
+		checkError(t, resp.StatusCode, resp.Header, body, http.StatusBadGateway, "vehicle_not_listed")
+		if len(env.Sim.Executions(vin)) != 0 {
+			t.Errorf("the command ran")
+		}
+	})
+
 	withoutLeaks(t, "off by default", func(t *testing.T) {
 		env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop()})
 		vin := env.VINs[0]
