@@ -3,6 +3,7 @@ module github.com/teslaproxy/proxy
 go 1.26.0
 
 require (
+	filippo.io/nistec v0.0.4
 	github.com/99designs/keyring v1.2.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/go-cmp v0.7.0

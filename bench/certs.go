@@ -53,7 +53,11 @@ func newCommandKey() (*commandKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	priv := protocol.UnmarshalECDHPrivateKey(k.D.FillBytes(make([]byte, 32)))
+	scalar, err := k.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("encoding the generated command key: %w", err)
+	}
+	priv := protocol.UnmarshalECDHPrivateKey(scalar)
 	if priv == nil {
 		return nil, fmt.Errorf("could not load a generated command key")
 	}

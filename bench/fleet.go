@@ -60,7 +60,8 @@ type fleetResult struct {
 	vins int
 }
 
-// rowFleet runs the fleet rows.
+// rowFleet runs the fleet rows: commands to a growing number of vehicles, the first vehicles
+// again, ours at idle, and ours restarted over many saved sessions.
 func (b *bench) rowFleet() error {
 	total, round := fleetVINs, fleetRound
 	if b.o.quick {
@@ -72,54 +73,100 @@ func (b *bench) rowFleet() error {
 	b.fleet = res
 
 	fmt.Fprintf(os.Stderr, "fleet: simulating %d vehicles …\n", 2*total)
+	f := &fleetRun{b: b, res: res, total: total, round: round}
+	defer f.stop()
+	if err := f.start(); err != nil {
+		return err
+	}
+	var err error
+	if res.startHeap, _, err = scrapeRuntime(f.clients["ours"], f.procs["ours"].url, b.token); err != nil {
+		return err
+	}
+	if err := f.growingRounds(); err != nil {
+		return err
+	}
+	f.firstAgain()
+	if err := f.idle(); err != nil {
+		return err
+	}
+	return f.restart()
+}
+
+// fleetRun is one run of the fleet rows: the simulator, both proxies and their clients.
+type fleetRun struct {
+	b            *bench
+	res          *fleetResult
+	total, round int
+	sim          *fleetsim.Server
+	vins         map[string][]string // "ours" and "reference": each proxy's own vehicles
+	procs        map[string]*child
+	clients      map[string]*http.Client
+	oursArgs     []string
+	sessionFile  string
+	stops        []func()
+}
+
+// stop stops what start started, last first.
+func (f *fleetRun) stop() {
+	for i := len(f.stops) - 1; i >= 0; i-- {
+		f.stops[i]()
+	}
+}
+
+// start serves 2×total simulated vehicles (half for each proxy) and starts both proxies on them.
+func (f *fleetRun) start() error {
+	b := f.b
 	pub, err := publicKey(b.key.private)
 	if err != nil {
 		return err
 	}
-	sim := fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}})
-	vins := map[string][]string{}
-	for i := range 2 * total {
+	f.sim = fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}})
+	f.vins = map[string][]string{}
+	for i := range 2 * f.total {
 		vin := fleetsim.NewTestVIN(1_000_000 + i)
-		sim.AddVehicle(vin, pub)
+		f.sim.AddVehicle(vin, pub)
 		who := "ours"
-		if i >= total {
+		if i >= f.total {
 			who = "reference"
 		}
-		vins[who] = append(vins[who], vin)
+		f.vins[who] = append(f.vins[who], vin)
 	}
-	simURL, simAddr, stopSim, err := b.serveSim(sim)
+	simURL, simAddr, stopSim, err := b.serveSim(f.sim)
 	if err != nil {
 		return err
 	}
-	defer stopSim()
+	f.stops = append(f.stops, stopSim)
 
 	files, err := writeFiles(b.tmp, map[string][]byte{"fleet-ca.pem": b.pki.caPEM})
 	if err != nil {
 		return err
 	}
-	sessionFile := filepath.Join(b.tmp, "fleet-sessions.db")
+	f.sessionFile = filepath.Join(b.tmp, "fleet-sessions.db")
 	keys := []string{"-key-file", filepath.Join(b.tmp, "command.pem"), "-cert", filepath.Join(b.tmp, "tls.pem"), "-tls-key", filepath.Join(b.tmp, "tls-key.pem")}
-	oursArgs := append(append([]string{}, keys...), "-host", "127.0.0.1", "-port", "0", "-upstream", simURL, "-upstream-ca", files["fleet-ca.pem"], "-session-cache", sessionFile)
-	ours, err := startChild("ours-fleet", b.ours.proc.bin, b.tmp, oursArgs...)
+	f.oursArgs = append(append([]string{}, keys...), "-host", "127.0.0.1", "-port", "0", "-upstream", simURL, "-upstream-ca", files["fleet-ca.pem"], "-session-cache", f.sessionFile)
+	ours, err := startChild("ours-fleet", b.ours.proc.bin, b.tmp, f.oursArgs...)
 	if err != nil {
 		return err
 	}
-	defer func() { ours.stop() }()
+	f.procs = map[string]*child{"ours": ours}
+	f.stops = append(f.stops, func() { f.procs["ours"].stop() }) // restart replaces ours
 	ref, err := startChild("reference-fleet", b.ref.proc.bin, b.tmp, append(append([]string{}, keys...), "-sim", simAddr, "-sim-ca", files["fleet-ca.pem"])...)
 	if err != nil {
 		return err
 	}
-	defer ref.stop()
-	procs := map[string]*child{"ours": ours, "reference": ref}
-	clients := map[string]*http.Client{}
-	for who := range procs {
-		clients[who] = newClient(b.pki.pool, fleetConns)
+	f.stops = append(f.stops, ref.stop)
+	f.procs["reference"] = ref
+	f.clients = map[string]*http.Client{}
+	for who := range f.procs {
+		f.clients[who] = newClient(b.pki.pool, fleetConns)
 	}
-	if res.startHeap, _, err = scrapeRuntime(clients["ours"], ours.url, b.token); err != nil {
-		return err
-	}
+	return nil
+}
 
-	// The growing rounds.
+// growingRounds sends one command to each of round new vehicles per round, alternating which
+// proxy goes first, until every vehicle has had one.
+func (f *fleetRun) growingRounds() error {
+	b, res, sim, procs, clients, vins, round, total := f.b, f.res, f.sim, f.procs, f.clients, f.vins, f.round, f.total
 	for r := 0; r*round < total; r++ {
 		order := []string{"ours", "reference"}
 		if r%2 == 1 {
@@ -151,8 +198,14 @@ func (b *bench) rowFleet() error {
 				res.rates["ours"][r], res.rates["reference"][r])
 		}
 	}
-	// The first VINs again.
-	for who, p := range procs {
+	return nil
+}
+
+// firstAgain sends a command to each proxy's first round of vehicles again and records how many
+// of them needed a new handshake, and each proxy's peak memory.
+func (f *fleetRun) firstAgain() {
+	b, res, sim, clients, vins, round := f.b, f.res, f.sim, f.clients, f.vins, f.round
+	for who, p := range f.procs {
 		before := handshakes(sim)
 		s := attack(b.ctx, clients[who], b.commandLoad(p.url, vins[who][:round]), 0, round)
 		res.againHandshakes[who] = handshakes(sim) - before
@@ -164,33 +217,43 @@ func (b *bench) rowFleet() error {
 			res.peakRSS[who] = peak
 		}
 	}
-	// Ours at idle.
-	for _, c := range clients {
+}
+
+// idle records ours at rest: heap, goroutines and resident memory once its connections are
+// closed.
+func (f *fleetRun) idle() error {
+	for _, c := range f.clients {
 		c.CloseIdleConnections()
 	}
 	time.Sleep(3 * time.Second)
-	if res.idleHeap, res.idleGoroutines, err = scrapeRuntime(clients["ours"], ours.url, b.token); err != nil {
+	ours := f.procs["ours"]
+	var err error
+	if f.res.idleHeap, f.res.idleGoroutines, err = scrapeRuntime(f.clients["ours"], ours.url, f.b.token); err != nil {
 		return err
 	}
-	res.rssAnon, res.rssFile = rssSplit(ours.pid)
+	f.res.rssAnon, f.res.rssFile = rssSplit(ours.pid)
+	return nil
+}
 
-	// A restart over restartSessions saved sessions: the fleet's real ones, and made-up ones for
-	// cars that are not in the simulator, up to the count.
-	ours.stop()
-	if err := padSessions(sessionFile, restartSessions, total); err != nil {
+// restart restarts ours over restartSessions saved sessions (the fleet's real ones, and made-up
+// ones for cars that are not in the simulator, up to the count) and times the first command.
+func (f *fleetRun) restart() error {
+	b, res := f.b, f.res
+	f.procs["ours"].stop()
+	if err := padSessions(f.sessionFile, restartSessions, f.total); err != nil {
 		return err
 	}
 	start := time.Now()
-	again, err := startChild("ours-fleet-restart", b.ours.proc.bin, b.tmp, oursArgs...)
+	again, err := startChild("ours-fleet-restart", b.ours.proc.bin, b.tmp, f.oursArgs...)
 	if err != nil {
 		return err
 	}
-	ours = again
+	f.procs["ours"] = again
 	res.restartListen = time.Since(start)
-	before := handshakes(sim)
-	s := attack(b.ctx, newClient(b.pki.pool, 1), b.commandLoad(ours.url, vins["ours"][total-1:]), 0, 1)
+	before := handshakes(f.sim)
+	s := attack(b.ctx, newClient(b.pki.pool, 1), b.commandLoad(again.url, f.vins["ours"][f.total-1:]), 0, 1)
 	res.restartFirst = time.Since(start)
-	res.restartHandshakes = handshakes(sim) - before
+	res.restartHandshakes = handshakes(f.sim) - before
 	if s.errs > 0 {
 		res.restartErr = s.firstErr
 	}
@@ -226,7 +289,8 @@ func (b *bench) serveSim(sim *fleetsim.Server) (url, addr string, stop func(), e
 	if err != nil {
 		return "", "", nil, err
 	}
-	srv := &http.Server{Handler: sim, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	srv := &http.Server{ //nolint:gosec // G112: the loopback Fleet API stand-in of a benchmark; timeouts would change what is measured
+		Handler: sim, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	return "https://" + ln.Addr().String(), ln.Addr().String(), func() { _ = srv.Close() }, nil
 }

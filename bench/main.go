@@ -43,7 +43,7 @@ import (
 // allRows are the row groups in the order they run; -rows selects among them.
 // Upload runs last: the reference buffers 100 MiB bodies, and the heap that leaves behind would
 // inflate its RSS in every later row.
-var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload", "fleet"}
+var allRows = []string{"pass", "telemetry", "commands", "conns1000", "slowpass", "slowcmds", "upload", "fleet", "replicas"}
 
 type options struct {
 	duration time.Duration
@@ -65,7 +65,37 @@ func main() {
 	}
 }
 
+// realMain parses the flags, runs the rows asked for, prints the report and writes it to -out.
 func realMain(ctx context.Context) error {
+	o, err := parseOptions()
+	if err != nil || o == nil {
+		return err
+	}
+	b, err := setup(ctx, *o)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	start := time.Now()
+	if err := b.run(); err != nil {
+		return err
+	}
+	report := b.render(time.Since(start))
+	fmt.Println(report.text)
+	if o.out != "" {
+		if err := writeReport(o.root, o.out, report.markdown); err != nil {
+			return err
+		}
+	}
+	if b.totalErrors() > 0 {
+		return fmt.Errorf("%d requests failed under load (see the Errors column)", b.totalErrors())
+	}
+	return nil
+}
+
+// parseOptions parses the command line. It returns nil options and no error after -help.
+func parseOptions() (*options, error) {
+	args := os.Args[1:]
 	var o options
 	var rows string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -75,11 +105,11 @@ func realMain(ctx context.Context) error {
 	fs.StringVar(&rows, "rows", "all", "comma-separated rows to run: "+strings.Join(allRows, ", ")+", or all")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "markdown file to write the results to; empty writes none")
 	fs.StringVar(&o.root, "repo", "", "module root to build the proxies in (default: the current module's)")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -93,61 +123,70 @@ func realMain(ctx context.Context) error {
 			o.out = ""
 		}
 	}
-	o.rows = map[string]bool{}
-	for _, r := range strings.Split(rows, ",") {
-		r = strings.TrimSpace(r)
-		switch {
-		case r == "all":
-			for _, a := range allRows {
-				o.rows[a] = true
-			}
-		case r == "":
-		default:
-			if !slices.Contains(allRows, r) {
-				return fmt.Errorf("-rows: unknown row %q (want %s or all)", r, strings.Join(allRows, ", "))
-			}
-			o.rows[r] = true
-		}
+	var err error
+	if o.rows, err = parseRows(rows); err != nil {
+		return nil, err
 	}
 	o.command = os.Getenv("BENCH_COMMAND")
 	if o.command == "" {
-		o.command = strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
+		o.command = strings.TrimSpace("go run ./bench " + strings.Join(args, " "))
 	}
 	if o.root == "" {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-			return fmt.Errorf("cannot find the module root (run from the repository or pass -repo): %v", err)
+		if o.root, err = moduleRoot(); err != nil {
+			return nil, err
 		}
-		o.root = filepath.Dir(strings.TrimSpace(string(out)))
 	}
+	return &o, nil
+}
 
-	b, err := setup(ctx, o)
+// parseRows parses -rows: a comma-separated list of row names, or all.
+func parseRows(rows string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, r := range strings.Split(rows, ",") {
+		r = strings.TrimSpace(r)
+		switch r {
+		case "all":
+			for _, a := range allRows {
+				out[a] = true
+			}
+		case "":
+		default:
+			if !slices.Contains(allRows, r) {
+				return nil, fmt.Errorf("-rows: unknown row %q (want %s or all)", r, strings.Join(allRows, ", "))
+			}
+			out[r] = true
+		}
+	}
+	return out, nil
+}
+
+// moduleRoot returns the directory of the current Go module, as the go command finds it.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
+		return "", fmt.Errorf("cannot find the module root (run from the repository or pass -repo): %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("cannot find the module root: not inside a Go module (run from the repository or pass -repo)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// writeReport writes the markdown report to path, relative to root unless absolute.
+func writeReport(root, path, markdown string) error {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(root, path)
+	}
+	// The report is a document of the repository (docs/benchmarks.md), readable by all like
+	// the rest of the checkout.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil { //nolint:gosec // G301: see above
 		return err
 	}
-	defer b.close()
-	start := time.Now()
-	if err := b.run(); err != nil {
+	if err := os.WriteFile(path, []byte(markdown), 0o644); err != nil { //nolint:gosec // G306: see above
 		return err
 	}
-	report := b.render(time.Since(start))
-	fmt.Println(report.text)
-	if o.out != "" {
-		path := o.out
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(o.root, path)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, []byte(report.markdown), 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "wrote %s\n", path)
-	}
-	if b.totalErrors() > 0 {
-		return fmt.Errorf("%d requests failed under load (see the Errors column)", b.totalErrors())
-	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", path)
 	return nil
 }
 
@@ -156,6 +195,55 @@ type contender struct {
 	name string
 	url  string
 	proc *child // nil for direct: the simulator runs in this process
+	// group, when set, are the replicas behind a load balancer at url: their CPU times are
+	// added, and so are their peak RSS figures (each replica's own peak).
+	group []*child
+}
+
+// procs returns the processes whose CPU and memory are the contender's.
+func (c *contender) procs() []*child {
+	if c.group != nil {
+		return c.group
+	}
+	if c.proc != nil {
+		return []*child{c.proc}
+	}
+	return nil
+}
+
+// resetPeak starts a new peak RSS reading for each process.
+func (c *contender) resetPeak() error {
+	for _, p := range c.procs() {
+		if err := p.resetPeak(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// memory returns the summed RSS and summed peak RSS of the contender's processes.
+func (c *contender) memory() (rss, peak int64, err error) {
+	for _, p := range c.procs() {
+		r, pk, err := p.memory()
+		if err != nil {
+			return 0, 0, err
+		}
+		rss, peak = rss+r, peak+pk
+	}
+	return rss, peak, nil
+}
+
+// cpu returns the summed CPU time of the contender's processes.
+func (c *contender) cpu() (time.Duration, error) {
+	var total time.Duration
+	for _, p := range c.procs() {
+		t, err := p.cpu()
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
 }
 
 type bench struct {
@@ -187,9 +275,12 @@ const (
 	vinsPass      = 1
 	vinsCmdTotal  = 2 * (1 + 16 + 50) // each proxy has its own
 	vinsSlowCmd   = 2 * slowCmdVINs
-	totalVehicles = vinsPass + vinsCmdTotal + vinsSlowCmd
+	vinsReplicas  = 2 * replicaVINs
+	totalVehicles = vinsPass + vinsCmdTotal + vinsSlowCmd + vinsReplicas
 )
 
+// setup makes the keys and certificates, serves the simulator and starts both proxies on it.
+// On error it undoes what it did.
 func setup(ctx context.Context, o options) (*bench, error) {
 	b := &bench{ctx: ctx, o: o, results: map[string]measurement{}, nextVIN: vinsPass}
 	var err error
@@ -211,12 +302,24 @@ func setup(ctx context.Context, o options) (*bench, error) {
 	if b.token, err = benchToken(); err != nil {
 		return nil, err
 	}
+	simAddr, err := b.startSimulator()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.startProxies(simAddr); err != nil {
+		return nil, err
+	}
+	ok = true
+	return b, nil
+}
 
-	// The simulator, trusted for the NA Fleet API host so the reference's TLS check passes.
+// startSimulator serves the simulator with totalVehicles vehicles, trusted for the NA Fleet API
+// host so the reference's TLS check passes, and returns its address.
+func (b *bench) startSimulator() (string, error) {
 	jws.Register()
 	pub, err := publicKey(b.key.private)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	b.sim = fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}})
 	for i := range totalVehicles {
@@ -226,22 +329,29 @@ func setup(ctx context.Context, o options) (*bench, error) {
 	}
 	simCert, _, _, err := b.pki.leaf(forward.HostNA)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	b.simSrv = &http.Server{
+	b.simSrv = &http.Server{ //nolint:gosec // G112: the loopback Fleet API stand-in of a benchmark; timeouts would change what is measured
 		Handler:   b.sim,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{simCert}, MinVersion: tls.VersionTLS12},
 	}
 	go func() { _ = b.simSrv.ServeTLS(ln, "", "") }()
 	b.simURL = "https://" + ln.Addr().String()
 
+	return ln.Addr().String(), nil
+}
+
+// startProxies builds ours and the reference and starts both, pointed at the simulator at
+// simAddr.
+func (b *bench) startProxies(simAddr string) error {
+	o := b.o
 	_, proxyCertPEM, proxyKeyPEM, err := b.pki.leaf()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	files, err := writeFiles(b.tmp, map[string][]byte{
 		"command.pem": b.key.pemSEC1,
@@ -250,37 +360,36 @@ func setup(ctx context.Context, o options) (*bench, error) {
 		"ca.pem":      b.pki.caPEM,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	fmt.Fprintln(os.Stderr, "building ./cmd/proxy and ./bench/refproxy …")
 	oursBin, refBin := filepath.Join(b.tmp, "proxy"), filepath.Join(b.tmp, "refproxy")
 	if err := goBuild(o.root, "./cmd/proxy", oursBin); err != nil {
-		return nil, err
+		return err
 	}
 	if err := goBuild(o.root, "./bench/refproxy", refBin); err != nil {
-		return nil, err
+		return err
 	}
 	oursProc, err := startChild("ours", oursBin, b.tmp,
 		"-key-file", files["command.pem"], "-cert", files["tls.pem"], "-tls-key", files["tls-key.pem"],
 		"-host", "127.0.0.1", "-port", "0", "-upstream", b.simURL, "-upstream-ca", files["ca.pem"])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	refProc, err := startChild("reference", refBin, b.tmp,
 		"-key-file", files["command.pem"], "-cert", files["tls.pem"], "-tls-key", files["tls-key.pem"],
-		"-sim", ln.Addr().String(), "-sim-ca", files["ca.pem"])
+		"-sim", simAddr, "-sim-ca", files["ca.pem"])
 	if err != nil {
 		oursProc.stop()
-		return nil, err
+		return err
 	}
 	b.direct = &contender{name: "direct", url: b.simURL}
 	b.ours = &contender{name: "ours", url: oursProc.url, proc: oursProc}
 	b.ref = &contender{name: "reference", url: refProc.url, proc: refProc}
 	fmt.Fprintf(os.Stderr, "simulator %s, ours %s (pid %d), reference %s (pid %d)\n",
 		b.simURL, oursProc.url, oursProc.pid, refProc.url, refProc.pid)
-	ok = true
-	return b, nil
+	return nil
 }
 
 func (b *bench) close() {
@@ -311,6 +420,7 @@ func (b *bench) run() error {
 		{"slowcmds", b.rowSlowCommands},
 		{"upload", b.rowUpload},
 		{"fleet", b.rowFleet},
+		{"replicas", b.rowReplicas},
 	}
 	for _, s := range steps {
 		if !b.o.rows[s.name] {

@@ -78,7 +78,7 @@ func BenchmarkPassThrough(b *testing.B) {
 				b.Cleanup(func() { _ = f.Close() })
 				log = productionLoggerTo(f)
 			}
-			up, _ := url.Parse("https://127.0.0.1:1") // never dialled: the stub answers
+			up, _ := url.Parse("https://127.0.0.1:1") // never dialed: the stub answers
 			a, err := app.New(app.Options{Key: env.Key, Upstream: up, Transport: stubTransport{}, Timeout: 5 * time.Second, Logger: log})
 			if err != nil {
 				b.Fatal(err)

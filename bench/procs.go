@@ -93,7 +93,7 @@ func startChild(name, bin, dir string, args ...string) (*child, error) {
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("%s exited before listening (%v): %s", name, c.waitErr, tail(b, 2000))
+			return nil, fmt.Errorf("%s exited before listening (%w): %s", name, c.waitErr, tail(b, 2000))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -101,14 +101,14 @@ func (b *bench) once(j *job, hits int) error {
 
 func (b *bench) prepare(j *job, warm time.Duration) error {
 	j.client = newClient(b.pki.pool, j.l.workers)
-	if j.c.proc != nil {
+	if j.c.procs() != nil {
 		// The peak covers the warm-up too: for 1,000 connections, opening them is part of the load.
 		j.m.hasProc = true
-		if err := j.c.proc.resetPeak(); err != nil {
+		if err := j.c.resetPeak(); err != nil {
 			return fmt.Errorf("reset the peak RSS of %s: %w", j.c.name, err)
 		}
 		var err error
-		if j.m.idleRSS, _, err = j.c.proc.memory(); err != nil {
+		if j.m.idleRSS, _, err = j.c.memory(); err != nil {
 			return err
 		}
 	}
@@ -126,9 +126,9 @@ func (b *bench) prepare(j *job, warm time.Duration) error {
 
 func (b *bench) round(j *job, dur time.Duration, hits int) error {
 	var cpu0 time.Duration
-	if j.c.proc != nil {
+	if j.c.procs() != nil {
 		var err error
-		if cpu0, err = j.c.proc.cpu(); err != nil {
+		if cpu0, err = j.c.cpu(); err != nil {
 			return err
 		}
 	}
@@ -138,8 +138,8 @@ func (b *bench) round(j *job, dur time.Duration, hits int) error {
 	j.m.upstream += st1.Upstream - st0.Upstream
 	j.m.rejected += sum(st1.Rejections) - sum(st0.Rejections)
 	j.m.merge(s)
-	if j.c.proc != nil {
-		cpu1, err := j.c.proc.cpu()
+	if j.c.procs() != nil {
+		cpu1, err := j.c.cpu()
 		if err != nil {
 			return err
 		}
@@ -159,9 +159,9 @@ func sum(m map[string]int) int {
 func (b *bench) finish(j *job) error {
 	j.client.CloseIdleConnections()
 	slices.Sort(j.m.lat)
-	if j.c.proc != nil {
+	if j.c.procs() != nil {
 		var err error
-		if _, j.m.peakRSS, err = j.c.proc.memory(); err != nil {
+		if _, j.m.peakRSS, err = j.c.memory(); err != nil {
 			return err
 		}
 	}
@@ -398,9 +398,12 @@ func (b *bench) rowSlowPass() error {
 	b.sim.SetLatency(fleetsim.Latency{Data: fleetsim.Delay{Base: slowPassLatency}})
 	defer b.sim.SetLatency(fleetsim.Latency{})
 	var jobs []*job
-	for _, c := range []*contender{b.ours, b.ref} {
+	// Direct shows what the harness and the simulator reach on this machine at this shape: the
+	// ceiling a proxy in between can approach.
+	for _, c := range b.contenders() {
 		l := b.smallGet(c)
 		l.workers = slowPassConns
+		l.stagger = slowPassLatency
 		jobs = append(jobs, &job{c: c, l: l})
 	}
 	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
@@ -426,7 +429,7 @@ func (b *bench) rowSlowCommands() error {
 		for _, vin := range b.takeVINs(slowCmdVINs) {
 			targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
 		}
-		l := load{targets: targets, workers: slowCmdVINs, check: contains(`"result":true`)}
+		l := load{targets: targets, workers: slowCmdVINs, check: contains(`"result":true`), stagger: slowCmdLatency}
 		first := &job{c: c, l: l}
 		if err := b.once(first, slowCmdVINs); err != nil {
 			return err

@@ -40,7 +40,7 @@ type Config struct {
 	KeyringType string
 	// KeyringFileDir is the directory of the file keyring ("~" is the home directory). Flag
 	// -keyring-file-dir, env TESLA_KEYRING_PATH, YAML keyring_file_dir; default "~/.tesla_keys".
-	// Unlike tesla-http-proxy, whose flag default shadows it, TESLA_KEYRING_PATH is honoured.
+	// Unlike tesla-http-proxy, whose flag default shadows it, TESLA_KEYRING_PATH is honored.
 	KeyringFileDir string
 	// KeyringDebug reports whether the keyring library logs what it does. Flag -keyring-debug,
 	// env TESLA_KEYRING_DEBUG, YAML keyring_debug. False means it is quiet.
@@ -89,11 +89,28 @@ type Config struct {
 	// requests at once, so the bound is rarely reached. Flag -upstream-max-conns, env
 	// TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS, YAML upstream_max_conns. Zero means no bound.
 	UpstreamMaxConns int
-	// UpstreamHTTP2 reports whether to speak HTTP/2 to a Fleet API host that offers it in ALPN.
-	// Flag -upstream-http2, env TESLA_HTTP_PROXY_UPSTREAM_HTTP2, YAML upstream_http2. False (the
-	// default) speaks HTTP/1.1 over a pool of keep-alive connections, one per request in flight,
-	// which measured faster on every benchmark row (docs/benchmarks.md).
+	// UpstreamHTTP2 reports whether to speak HTTP/2 for every request to a Fleet API host that
+	// offers it in ALPN, as the reference does. Flag -upstream-http2, env
+	// TESLA_HTTP_PROXY_UPSTREAM_HTTP2, YAML upstream_http2. False (the default) speaks HTTP/1.1 up
+	// to UpstreamHTTP1Requests requests in flight and HTTP/2 beyond.
 	UpstreamHTTP2 bool
+	// UpstreamHTTP1Requests is how many requests in flight to one Fleet API host go over
+	// HTTP/1.1 keep-alive connections (one each, the cheapest per request); the ones beyond go as
+	// HTTP/2 streams where the host offers h2 (the cheapest per request in flight). Flag
+	// -upstream-http1-requests, env TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS, YAML
+	// upstream_http1_requests. Zero means HTTP/1.1 for all; -upstream-http2 means HTTP/2 for all.
+	UpstreamHTTP1Requests int
+	// IdleTimeout cuts a pass-through transfer off when its body stands still this long, while
+	// the client uploads or while the answer streams back, so a stalled client cannot hold an
+	// upstream connection. Flag -idle-timeout, env TESLA_HTTP_PROXY_IDLE_TIMEOUT, YAML
+	// idle_timeout. Default 15 s.
+	IdleTimeout time.Duration
+	// ClientMaxInFlight bounds the pass-through requests one token has waiting on the Fleet API
+	// at once; beyond it the proxy answers 429 with Retry-After. Flag -client-max-inflight, env
+	// TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT, YAML client_max_inflight. Zero means half of
+	// -upstream-max-conns when that is set (one client may take at most half of the bounded
+	// pool), and no bound otherwise (the pool then grows, so no client waits for another).
+	ClientMaxInFlight int
 
 	// CheckConfig reports whether to validate the settings and exit. Flag -check-config only.
 	// False means run the proxy.
@@ -198,14 +215,18 @@ const (
 	defaultMaxResponse     = 1 << 20 // 1 MiB: a signed_command reply is well under 1 KiB
 	defaultCacheSize       = 1_000_000
 	defaultShutdownTimeout = 15 * time.Second
-	defaultKeyringFileDir  = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
-	defaultWakeTimeout     = 30 * time.Second
-	defaultBudgetMode      = "enforce"
+	defaultIdleTimeout     = 15 * time.Second
+	// defaultUpstreamHTTP1Requests is forward.DefaultHTTP1Requests (not imported: config stays
+	// free of the proxy's packages).
+	defaultUpstreamHTTP1Requests = 256
+	defaultKeyringFileDir        = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
+	defaultWakeTimeout           = 30 * time.Second
+	defaultBudgetMode            = "enforce"
 )
 
 // EnvKeyringPassword is the environment variable that holds the file keyring's password, read
 // by [Load] into KeyringPassword. It is not in the settings table: a password has no flag.
-const EnvKeyringPassword = "TESLA_KEYRING_PASSWORD"
+const EnvKeyringPassword = "TESLA_KEYRING_PASSWORD" //nolint:gosec // G101: the name of a variable, not a password
 
 // Secret is a setting that must never be printed: formatted with %v, %s, %q or %#v it shows
 // "[redacted]" (or "" when empty). Convert it to string to use it.
@@ -250,9 +271,12 @@ func Defaults() Config {
 		MaxResponseBytes: defaultMaxResponse,
 		CacheSize:        defaultCacheSize,
 		ShutdownTimeout:  defaultShutdownTimeout,
-		KeyringFileDir:   defaultKeyringFileDir,
-		WakeTimeout:      defaultWakeTimeout,
-		BudgetMode:       defaultBudgetMode,
+		IdleTimeout:      defaultIdleTimeout,
+
+		UpstreamHTTP1Requests: defaultUpstreamHTTP1Requests,
+		KeyringFileDir:        defaultKeyringFileDir,
+		WakeTimeout:           defaultWakeTimeout,
+		BudgetMode:            defaultBudgetMode,
 	}
 }
 
@@ -319,8 +343,17 @@ var settings = []setting{
 		"most connections to one Fleet API host (requests beyond it wait); 0 means no bound",
 		func(c *Config) any { return &c.UpstreamMaxConns }},
 	{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "",
-		"speak HTTP/2 to a Fleet API host that offers it, instead of HTTP/1.1 over a keep-alive pool",
+		"speak HTTP/2 for every request to a Fleet API host that offers it (default: HTTP/1.1 up to -upstream-http1-requests)",
 		func(c *Config) any { return &c.UpstreamHTTP2 }},
+	{"upstream-http1-requests", "TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS", "upstream_http1_requests", "int",
+		"requests in flight to one Fleet API host sent over HTTP/1.1; beyond it, HTTP/2 streams where offered; 0 means HTTP/1.1 for all",
+		func(c *Config) any { return &c.UpstreamHTTP1Requests }},
+	{"idle-timeout", "TESLA_HTTP_PROXY_IDLE_TIMEOUT", "idle_timeout", "duration",
+		"cut a pass-through transfer off when its body stands still this long (upload or answer)",
+		func(c *Config) any { return &c.IdleTimeout }},
+	{"client-max-inflight", "TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT", "client_max_inflight", "int",
+		"most pass-through requests one token may have in flight (429 beyond); 0 means half of -upstream-max-conns when set, else no bound",
+		func(c *Config) any { return &c.ClientMaxInFlight }},
 	{"check-config", "", "", "",
 		"validate the settings and exit",
 		func(c *Config) any { return &c.CheckConfig }},
@@ -861,146 +894,188 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // files exist and hold the right keys is checked when they are loaded) and touches no globals.
 // It returns nil for a valid Config.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(flag, format string, args ...any) {
-		errs = append(errs, &SettingError{Flag: flag, Msg: fmt.Sprintf(format, args...)})
+	var p problems
+	c.checkKeys(&p)
+	c.checkFiles(&p)
+	c.checkListener(&p)
+	if c.MetricsAddr != "" {
+		c.checkMetricsAddr(&p)
 	}
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			p = append(p, err)
+		}
+	}
+	c.checkLimits(&p)
+	c.checkSavings(&p)
+	return errors.Join(p...)
+}
 
-	// Files.
+// problems collects Validate's findings in the order they are found.
+type problems []error
+
+// bad records a *SettingError for flag.
+func (p *problems) bad(flag, format string, args ...any) {
+	*p = append(*p, &SettingError{Flag: flag, Msg: fmt.Sprintf(format, args...)})
+}
+
+// checkKeys checks where the command-signing key comes from: a file or a keyring, not both and
+// not neither (except with -dev), and a keyring backend that exists. -domain is checked here
+// too, as the reference proxy's key-related flag.
+func (c Config) checkKeys(p *problems) {
 	if c.KeyFile == "" && c.KeyName == "" && !c.Dev {
-		bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or its keyring name with -key-name or TESLA_KEY_NAME, or use -dev to run against the simulator")
+		p.bad("key-file", "is required: give the command-signing private key (PEM, P-256) with -key-file or TESLA_KEY_FILE, or its keyring name with -key-name or TESLA_KEY_NAME, or use -dev to run against the simulator")
 	}
 	if c.KeyFile != "" && c.KeyName != "" {
-		bad("key-name", "is given together with -key-file (flags, TESLA_KEY_NAME, TESLA_KEY_FILE or the config file): the command-signing key comes from one place; remove one of them")
+		p.bad("key-name", "is given together with -key-file (flags, TESLA_KEY_NAME, TESLA_KEY_FILE or the config file): the command-signing key comes from one place; remove one of them")
 	}
 	if c.KeyName != "" && c.KeyringType == "file" && c.KeyringFileDir == "" {
-		bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
+		p.bad("keyring-file-dir", "is empty: the file keyring needs a directory, such as %q (or set TESLA_KEYRING_PATH)", defaultKeyringFileDir)
 	}
 	if c.KeyringType != "" && !slices.Contains(keyringBackends, c.KeyringType) {
-		bad("keyring-type", "%q is not a keyring backend; choose %s, or leave it empty for the first available", c.KeyringType, strings.Join(keyringBackends, ", "))
+		p.bad("keyring-type", "%q is not a keyring backend; choose %s, or leave it empty for the first available", c.KeyringType, strings.Join(keyringBackends, ", "))
 	}
 	for _, d := range c.Domains {
 		if !slices.ContainsFunc(referenceDomains, func(n string) bool { return strings.EqualFold(n, d) }) {
-			bad("domain", "%q is not a domain; tesla-http-proxy accepts %s (and this proxy ignores it)", d, strings.Join(referenceDomains, " or "))
+			p.bad("domain", "%q is not a domain; tesla-http-proxy accepts %s (and this proxy ignores it)", d, strings.Join(referenceDomains, " or "))
 		}
 	}
+}
+
+// checkFiles checks the TLS files (both or neither, never the command key, not with -plaintext),
+// that the session file overwrites no other file, and the session store's URL.
+func (c Config) checkFiles(p *problems) {
 	needTLS := !c.Dev && !c.Plaintext
 	if c.CertFile == "" && (needTLS || c.TLSKeyFile != "") {
-		bad("cert", "is required: give the TLS certificate chain with -cert or TESLA_HTTP_PROXY_TLS_CERT (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
+		p.bad("cert", "is required: give the TLS certificate chain with -cert or TESLA_HTTP_PROXY_TLS_CERT (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
 	}
 	if c.TLSKeyFile == "" && (needTLS || c.CertFile != "") {
-		bad("tls-key", "is required: give the TLS private key with -tls-key or TESLA_HTTP_PROXY_TLS_KEY (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
+		p.bad("tls-key", "is required: give the TLS private key with -tls-key or TESLA_HTTP_PROXY_TLS_KEY (scripts/gen-certs.sh makes one), or use -plaintext on a loopback host")
 	}
 	if c.KeyFile != "" && c.TLSKeyFile != "" && filepath.Clean(c.KeyFile) == filepath.Clean(c.TLSKeyFile) {
-		bad("tls-key", "names the same file as -key-file: the TLS key must not be the command-signing key; generate a separate TLS key (scripts/gen-certs.sh)")
+		p.bad("tls-key", "names the same file as -key-file: the TLS key must not be the command-signing key; generate a separate TLS key (scripts/gen-certs.sh)")
 	}
 	if c.Plaintext && (c.CertFile != "" || c.TLSKeyFile != "") {
-		bad("plaintext", "is given together with -cert/-tls-key, which it would ignore; remove -plaintext to serve TLS, or remove -cert and -tls-key")
+		p.bad("plaintext", "is given together with -cert/-tls-key, which it would ignore; remove -plaintext to serve TLS, or remove -cert and -tls-key")
 	}
 	if c.SessionCache != "" {
 		for _, f := range []struct{ flag, path string }{{"key-file", c.KeyFile}, {"cert", c.CertFile}, {"tls-key", c.TLSKeyFile}, {"client-ca", c.ClientCA}, {"upstream-ca", c.UpstreamCA}} {
 			if f.path != "" && filepath.Clean(f.path) == filepath.Clean(c.SessionCache) {
-				bad("session-cache", "names the same file as -%s, which saving sessions would overwrite; choose another file", f.flag)
+				p.bad("session-cache", "names the same file as -%s, which saving sessions would overwrite; choose another file", f.flag)
 			}
 		}
 	}
 
 	if c.SessionStore != "" {
 		if msg := checkSessionStore(c.SessionStore); msg != "" {
-			bad("session-store", "%s", msg)
+			p.bad("session-store", "%s", msg)
 		}
 	}
+}
 
-	// Listener.
+// checkListener checks the main listener: host, port, plain HTTP only on loopback, mTLS only
+// over TLS, and the -allow list.
+func (c Config) checkListener(p *problems) {
 	if msg := checkHost(c.Host); msg != "" {
-		bad("host", "%s", msg)
+		p.bad("host", "%s", msg)
 	}
 	if c.Port < 0 {
-		bad("port", "is %d, which is negative; give a port from 0 to 65535 (0 picks a free one)", c.Port)
+		p.bad("port", "is %d, which is negative; give a port from 0 to 65535 (0 picks a free one)", c.Port)
 	} else if c.Port > 65535 {
-		bad("port", "is %d, above 65535; give a port from 0 to 65535 (0 picks a free one)", c.Port)
+		p.bad("port", "is %d, above 65535; give a port from 0 to 65535 (0 picks a free one)", c.Port)
 	}
 	if c.Plaintext && !isLoopbackHost(c.Host) && !strings.HasPrefix(c.Host, unixPrefix) {
 		host := strconv.Quote(c.Host)
 		if c.Host == "" {
 			host = "\"\" (every interface)"
 		}
-		bad("plaintext", "is not allowed on host %s: plain HTTP would expose bearer tokens on the network; use TLS (-cert and -tls-key), or bind to 127.0.0.1 or a unix: socket path with -host", host)
+		p.bad("plaintext", "is not allowed on host %s: plain HTTP would expose bearer tokens on the network; use TLS (-cert and -tls-key), or bind to 127.0.0.1 or a unix: socket path with -host", host)
 	}
 	if c.ClientCA != "" && c.Plaintext {
-		bad("client-ca", "requires TLS: client certificates can only be checked over TLS; remove -plaintext or -client-ca")
+		p.bad("client-ca", "requires TLS: client certificates can only be checked over TLS; remove -plaintext or -client-ca")
 	}
 	for _, n := range c.AllowNets {
 		if _, err := parseNet(n); err != nil {
-			bad("allow", "%q is neither a CIDR (such as 10.0.0.0/8) nor an IP address", n)
+			p.bad("allow", "%q is neither a CIDR (such as 10.0.0.0/8) nor an IP address", n)
 		}
 	}
-	if c.MetricsAddr != "" {
-		h, p, err := net.SplitHostPort(c.MetricsAddr)
-		n, perr := strconv.Atoi(p)
-		switch {
-		case err != nil:
-			bad("metrics-addr", "%q is not host:port (such as 127.0.0.1:9090, or :9090 for every interface)", c.MetricsAddr)
-		case perr != nil || n < 0 || n > 65535:
-			bad("metrics-addr", "%q has no valid port; give a number from 0 to 65535, such as 127.0.0.1:9090", c.MetricsAddr)
-		case n != 0 && n == c.Port && h == c.Host:
-			bad("metrics-addr", "%q is the main listener's address; leave -metrics-addr empty to serve /metrics there, or pick another port", c.MetricsAddr)
-		case isLoopbackHost(h):
-			// Only this machine reaches it; -allow applies to it all the same.
-		case c.ClientCA != "":
-			// The metrics listener is plain HTTP: it cannot ask for client certificates, so
-			// off loopback it would serve clients the main listener refuses (issue 18).
-			bad("metrics-addr", "%q is reachable from the network, but /metrics is served over plain HTTP, where -client-ca cannot be enforced; bind it to loopback (such as 127.0.0.1:9090), or leave -metrics-addr empty to serve /metrics on the main listener with mutual TLS", c.MetricsAddr)
-		case len(c.AllowNets) == 0:
-			bad("metrics-addr", "%q would serve /metrics to every client on the network; bind it to loopback (such as 127.0.0.1:9090), or restrict clients with -allow, which applies to this listener too", c.MetricsAddr)
-		}
-	}
+}
 
-	// Upstream.
-	if c.Upstream != "" {
-		if _, err := parseUpstream(c.Upstream); err != nil {
-			errs = append(errs, err)
-		}
+// checkMetricsAddr checks a non-empty -metrics-addr: a host:port that is not the main
+// listener's, and off loopback only where -allow restricts it and no -client-ca is expected.
+func (c Config) checkMetricsAddr(p *problems) {
+	h, port, err := net.SplitHostPort(c.MetricsAddr)
+	n, perr := strconv.Atoi(port)
+	switch {
+	case err != nil:
+		p.bad("metrics-addr", "%q is not host:port (such as 127.0.0.1:9090, or :9090 for every interface)", c.MetricsAddr)
+	case perr != nil || n < 0 || n > 65535:
+		p.bad("metrics-addr", "%q has no valid port; give a number from 0 to 65535, such as 127.0.0.1:9090", c.MetricsAddr)
+	case n != 0 && n == c.Port && h == c.Host:
+		p.bad("metrics-addr", "%q is the main listener's address; leave -metrics-addr empty to serve /metrics there, or pick another port", c.MetricsAddr)
+	case isLoopbackHost(h):
+		// Only this machine reaches it; -allow applies to it all the same.
+	case c.ClientCA != "":
+		// The metrics listener is plain HTTP: it cannot ask for client certificates, so
+		// off loopback it would serve clients the main listener refuses (issue 18).
+		p.bad("metrics-addr", "%q is reachable from the network, but /metrics is served over plain HTTP, where -client-ca cannot be enforced; bind it to loopback (such as 127.0.0.1:9090), or leave -metrics-addr empty to serve /metrics on the main listener with mutual TLS", c.MetricsAddr)
+	case len(c.AllowNets) == 0:
+		p.bad("metrics-addr", "%q would serve /metrics to every client on the network; bind it to loopback (such as 127.0.0.1:9090), or restrict clients with -allow, which applies to this listener too", c.MetricsAddr)
 	}
+}
 
-	// Limits.
+// checkLimits checks the durations, sizes and counts, each of which must be positive (or zero
+// where zero means no bound), and -dev-dir when -dev is on.
+func (c Config) checkLimits(p *problems) {
 	if c.Timeout <= 0 {
-		bad("timeout", "is %v; give a duration above zero, such as 10s", c.Timeout)
+		p.bad("timeout", "is %v; give a duration above zero, such as 10s", c.Timeout)
 	}
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout", "is %v; give a duration above zero, such as 15s", c.ShutdownTimeout)
+		p.bad("shutdown-timeout", "is %v; give a duration above zero, such as 15s", c.ShutdownTimeout)
 	}
 	if c.MaxBodyBytes <= 0 {
-		bad("max-body", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxBodyBytes, defaultMaxBodyBytes)
+		p.bad("max-body", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxBodyBytes, defaultMaxBodyBytes)
 	}
 	if c.MaxResponseBytes <= 0 {
-		bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+		p.bad("max-response", "is %d; give a size in bytes above zero, such as %d (1 MiB)", c.MaxResponseBytes, defaultMaxResponse)
+	}
+	if c.IdleTimeout < 0 {
+		p.bad("idle-timeout", "is %v; give a duration above zero, such as 15s", c.IdleTimeout)
+	}
+	if c.UpstreamHTTP1Requests < 0 {
+		p.bad("upstream-http1-requests", "is %d; give a number of requests, or 0 for HTTP/1.1 only", c.UpstreamHTTP1Requests)
+	}
+	if c.ClientMaxInFlight < 0 {
+		p.bad("client-max-inflight", "is %d; give a number of requests, or 0 for the default", c.ClientMaxInFlight)
 	}
 	if c.UpstreamMaxConns < 0 {
-		bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)
+		p.bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)
 	}
 	if c.CacheSize < 1 {
-		bad("cache-size", "is %d; give a number of vehicles of at least 1, such as %d", c.CacheSize, defaultCacheSize)
-	}
-	if c.WakeTimeout < 0 {
-		bad("wake-timeout", "is %v; give a duration above zero, such as %v", c.WakeTimeout, defaultWakeTimeout)
-	}
-	if c.ReadCacheTTL < 0 {
-		bad("read-cache-ttl", "is %v; give a duration of zero (cache nothing) or more, such as 2s", c.ReadCacheTTL)
-	}
-	if c.ReadCacheTTL > 0 && !c.CoalesceReads {
-		bad("read-cache-ttl", "is set without -coalesce-reads, which it belongs to; add -coalesce-reads or remove -read-cache-ttl")
-	}
-	if c.MonthlyBudget < 0 {
-		bad("monthly-budget", "is %v; give an amount in US dollars above zero, such as 25, or 0 for no budget", c.MonthlyBudget)
-	}
-	if c.BudgetMode != "" && c.BudgetMode != "enforce" && c.BudgetMode != "warn" {
-		bad("budget-mode", "is %q; give enforce (refuse billed calls once the budget is spent) or warn (only log)", c.BudgetMode)
+		p.bad("cache-size", "is %d; give a number of vehicles of at least 1, such as %d", c.CacheSize, defaultCacheSize)
 	}
 	if c.Dev && c.DevDir == "" {
-		bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
+		p.bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
 	}
-	return errors.Join(errs...)
+}
+
+// checkSavings checks the settings of the options that spend fewer billed calls (issue 15).
+func (c Config) checkSavings(p *problems) {
+	if c.WakeTimeout < 0 {
+		p.bad("wake-timeout", "is %v; give a duration above zero, such as %v", c.WakeTimeout, defaultWakeTimeout)
+	}
+	if c.ReadCacheTTL < 0 {
+		p.bad("read-cache-ttl", "is %v; give a duration of zero (cache nothing) or more, such as 2s", c.ReadCacheTTL)
+	}
+	if c.ReadCacheTTL > 0 && !c.CoalesceReads {
+		p.bad("read-cache-ttl", "is set without -coalesce-reads, which it belongs to; add -coalesce-reads or remove -read-cache-ttl")
+	}
+	if c.MonthlyBudget < 0 {
+		p.bad("monthly-budget", "is %v; give an amount in US dollars above zero, such as 25, or 0 for no budget", c.MonthlyBudget)
+	}
+	if c.BudgetMode != "" && c.BudgetMode != "enforce" && c.BudgetMode != "warn" {
+		p.bad("budget-mode", "is %q; give enforce (refuse billed calls once the budget is spent) or warn (only log)", c.BudgetMode)
+	}
 }
 
 // checkSessionStore returns what is wrong with a -session-store URL, or "". The URL may hold a

@@ -90,9 +90,12 @@ func TestDefaults(t *testing.T) {
 		MaxResponseBytes: 1048576,
 		CacheSize:        1_000_000,
 		ShutdownTimeout:  15 * time.Second,
-		KeyringFileDir:   "~/.tesla_keys",
-		WakeTimeout:      30 * time.Second,
-		BudgetMode:       "enforce",
+		IdleTimeout:      15 * time.Second,
+
+		UpstreamHTTP1Requests: 256,
+		KeyringFileDir:        "~/.tesla_keys",
+		WakeTimeout:           30 * time.Second,
+		BudgetMode:            "enforce",
 	}
 	if diff := cmp.Diff(want, Defaults()); diff != "" {
 		t.Errorf("Defaults() mismatch (-want +got):\n%s", diff)
@@ -149,6 +152,9 @@ func TestSources(t *testing.T) {
 		{"plaintext", "TESLA_HTTP_PROXY_PLAINTEXT", "plaintext", "TRUE", "true", func(c *Config) { c.Plaintext = true }},
 		{"metrics-addr", "TESLA_HTTP_PROXY_METRICS_ADDR", "metrics_addr", "127.0.0.1:9090", "", func(c *Config) { c.MetricsAddr = "127.0.0.1:9090" }},
 		{"shutdown-timeout", "TESLA_HTTP_PROXY_SHUTDOWN_TIMEOUT", "shutdown_timeout", "2s", "", func(c *Config) { c.ShutdownTimeout = 2 * time.Second }},
+		{"upstream-http1-requests", "TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS", "upstream_http1_requests", "32", "", func(c *Config) { c.UpstreamHTTP1Requests = 32 }},
+		{"idle-timeout", "TESLA_HTTP_PROXY_IDLE_TIMEOUT", "idle_timeout", "5s", "", func(c *Config) { c.IdleTimeout = 5 * time.Second }},
+		{"client-max-inflight", "TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT", "client_max_inflight", "64", "", func(c *Config) { c.ClientMaxInFlight = 64 }},
 		{"auto-wake", "TESLA_HTTP_PROXY_AUTO_WAKE", "auto_wake", "true", "", func(c *Config) { c.AutoWake = true }},
 		{"wake-timeout", "TESLA_HTTP_PROXY_WAKE_TIMEOUT", "wake_timeout", "45s", "", func(c *Config) { c.WakeTimeout = 45 * time.Second }},
 		{"coalesce-reads", "TESLA_HTTP_PROXY_COALESCE_READS", "coalesce_reads", "true", "", func(c *Config) { c.CoalesceReads = true }},
@@ -550,6 +556,9 @@ func TestValidate(t *testing.T) {
 		{name: "zero max body", edit: func(c *Config) { c.MaxBodyBytes = 0 }, flags: []string{"max-body"}},
 		{name: "negative max response", edit: func(c *Config) { c.MaxResponseBytes = -1 }, flags: []string{"max-response"}},
 		{name: "zero cache size", edit: func(c *Config) { c.CacheSize = 0 }, flags: []string{"cache-size"}},
+		{name: "negative http1 requests", edit: func(c *Config) { c.UpstreamHTTP1Requests = -1 }, flags: []string{"upstream-http1-requests"}},
+		{name: "negative idle timeout", edit: func(c *Config) { c.IdleTimeout = -time.Second }, flags: []string{"idle-timeout"}},
+		{name: "negative client max inflight", edit: func(c *Config) { c.ClientMaxInFlight = -1 }, flags: []string{"client-max-inflight"}},
 		{name: "negative upstream max conns", edit: func(c *Config) { c.UpstreamMaxConns = -1 }, flags: []string{"upstream-max-conns"}},
 		{name: "upstream not a URL", edit: func(c *Config) { c.Upstream = "https://[::1" }, flags: []string{"upstream"}, text: "not a URL"},
 		{name: "upstream relative", edit: func(c *Config) { c.Upstream = "fleet-api.example.com" }, flags: []string{"upstream"}, text: "https://"},

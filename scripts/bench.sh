@@ -8,7 +8,7 @@
 #   scripts/bench.sh -rows pass,commands -duration 5s -out /tmp/bench.md
 #
 # Flags: -duration, -quick, -rows (pass, telemetry, commands, conns1000, slowpass, slowcmds,
-# upload, fleet, all), -out. The fleet row (issue 12: 50,000 new VINs, then a restart over 100,000
+# upload, fleet, replicas, all), -out. The replicas row needs redis-server and haproxy. The fleet row (issue 12: 50,000 new VINs, then a restart over 100,000
 # saved sessions) takes a few minutes of its own.
 # Everything listens on and dials 127.0.0.1 only.
 set -euo pipefail

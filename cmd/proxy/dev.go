@@ -57,37 +57,74 @@ const (
 // ends. printReady prints what a person needs once the proxy listens.
 func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config.Config, func(url string, w io.Writer), error) {
 	dir := cfg.DevDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: %w", err)
-	}
 	path := func(name string) string { return filepath.Join(dir, name) }
-	ca, err := devCA(path(devCAFile), path(devCAKeyFile))
+	pub, err := devFiles(dir)
 	if err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: local CA: %w", err)
+		return cfg, nil, err
 	}
-	if err := devLeaf(path(devCertFile), path(devTLSKeyFile), ca); err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: TLS certificate: %w", err)
-	}
-	if _, err := os.Stat(path(devCommandKey)); errors.Is(err, fs.ErrNotExist) {
-		if _, err := writeNewKey(path(devCommandKey)); err != nil {
-			return cfg, nil, fmt.Errorf("dev mode: command key: %w", err)
-		}
-	}
-	key, err := protocol.LoadPrivateKey(path(devCommandKey))
-	if err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: command key %s: %w", path(devCommandKey), err)
-	}
-	pub, err := ecdh.P256().NewPublicKey(key.PublicBytes())
+	sim, err := startDevSimulator(ctx, dir, pub, log)
 	if err != nil {
 		return cfg, nil, err
 	}
 
-	// The simulator plays the Fleet API and the vehicles, on loopback, over TLS with the dev CA.
-	// Its vehicles keep their keys, epochs and clocks across restarts (like real cars, which do
-	// not reboot when the proxy does), so saved sessions stay valid.
+	cfg.KeyFile = path(devCommandKey)
+	cfg.KeyName = "" // dev mode signs with its own key, never one from a keyring
+	cfg.CertFile = path(devCertFile)
+	cfg.TLSKeyFile = path(devTLSKeyFile)
+	cfg.Upstream = sim.url
+	cfg.UpstreamCA = path(devCAFile)
+	if cfg.SessionCache == "" {
+		cfg.SessionCache = path(devSessionFile)
+	}
+	caPath, _ := filepath.Abs(path(devCAFile))
+	printReady := func(url string, w io.Writer) { printDevReady(w, url, cfg.KeyFile, caPath, sim) }
+	return cfg, printReady, nil
+}
+
+// devFiles creates in dir, where they are missing, the local CA, the proxy's TLS certificate and
+// key, and the command key, and returns the command key's public half.
+func devFiles(dir string) (*ecdh.PublicKey, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev mode: %w", err)
+	}
+	path := func(name string) string { return filepath.Join(dir, name) }
+	ca, err := devCA(path(devCAFile), path(devCAKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("dev mode: local CA: %w", err)
+	}
+	if err := devLeaf(path(devCertFile), path(devTLSKeyFile), ca); err != nil {
+		return nil, fmt.Errorf("dev mode: TLS certificate: %w", err)
+	}
+	if _, err := os.Stat(path(devCommandKey)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := writeNewKey(path(devCommandKey)); err != nil {
+			return nil, fmt.Errorf("dev mode: command key: %w", err)
+		}
+	}
+	key, err := protocol.LoadPrivateKey(path(devCommandKey))
+	if err != nil {
+		return nil, fmt.Errorf("dev mode: command key %s: %w", path(devCommandKey), err)
+	}
+	return ecdh.P256().NewPublicKey(key.PublicBytes())
+}
+
+// devSim is the running dev simulator, as printDevReady describes it.
+type devSim struct {
+	url     string
+	vins    []string
+	latency string // the simulated Fleet API latency, as printed
+}
+
+// startDevSimulator serves the Fleet API simulator on loopback over TLS (with the dev
+// certificate in dir), its vehicles enrolled with pub, until ctx ends.
+//
+// The simulator plays the Fleet API and the vehicles. Its vehicles keep their keys, epochs and
+// clocks across restarts (like real cars, which do not reboot when the proxy does), so saved
+// sessions stay valid.
+func startDevSimulator(ctx context.Context, dir string, pub *ecdh.PublicKey, log *zap.Logger) (devSim, error) {
+	path := func(name string) string { return filepath.Join(dir, name) }
 	ident, err := devSimIdentity(path(devSimFile))
 	if err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: simulator identity: %w", err)
+		return devSim{}, fmt.Errorf("dev mode: simulator identity: %w", err)
 	}
 	latencySetting := devLatency
 	if v, ok := os.LookupEnv(devLatencyEnv); ok {
@@ -95,7 +132,7 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 	}
 	latency, err := fleetsim.ParseLatency(latencySetting)
 	if err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: %s: %w", devLatencyEnv, err)
+		return devSim{}, fmt.Errorf("dev mode: %s: %w", devLatencyEnv, err)
 	}
 	sim := fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Seed: ident.Seed, BootTime: ident.Boot, Latency: latency})
 	var vins []string
@@ -106,11 +143,11 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 	}
 	simCert, err := server.LoadKeyPair(path(devCertFile), path(devTLSKeyFile))
 	if err != nil {
-		return cfg, nil, err
+		return devSim{}, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return cfg, nil, fmt.Errorf("dev mode: simulator: %w", err)
+		return devSim{}, fmt.Errorf("dev mode: simulator: %w", err)
 	}
 	simSrv := &http.Server{
 		Handler:           sim,
@@ -123,24 +160,16 @@ func prepareDev(ctx context.Context, cfg config.Config, log *zap.Logger) (config
 		<-ctx.Done()
 		_ = simSrv.Close()
 	}()
-	simURL := "https://" + ln.Addr().String()
+	return devSim{url: "https://" + ln.Addr().String(), vins: vins, latency: fmt.Sprint(latency)}, nil
+}
 
-	cfg.KeyFile = path(devCommandKey)
-	cfg.KeyName = "" // dev mode signs with its own key, never one from a keyring
-	cfg.CertFile = path(devCertFile)
-	cfg.TLSKeyFile = path(devTLSKeyFile)
-	cfg.Upstream = simURL
-	cfg.UpstreamCA = path(devCAFile)
-	if cfg.SessionCache == "" {
-		cfg.SessionCache = path(devSessionFile)
-	}
-	token := devToken()
-	caPath, _ := filepath.Abs(path(devCAFile))
-	printReady := func(url string, w io.Writer) {
-		url = strings.Replace(url, "://127.0.0.1:", "://localhost:", 1)
-		vin := vins[0]
-		curl := "curl --cacert " + shellQuote(caPath) + ` -H "Authorization: Bearer $TOKEN"`
-		fmt.Fprintf(w, `
+// printDevReady writes what a person needs to try the dev proxy listening at url: the CA to
+// trust, a token, and a curl line for each kind of request.
+func printDevReady(w io.Writer, url, keyFile, caPath string, sim devSim) {
+	url = strings.Replace(url, "://127.0.0.1:", "://localhost:", 1)
+	vin := sim.vins[0]
+	curl := "curl --cacert " + shellQuote(caPath) + ` -H "Authorization: Bearer $TOKEN"`
+	fmt.Fprintf(w, `
 Dev mode: the proxy signs with %s and talks to a simulated Fleet API at %s
 (vehicles %s; simulator counters at %s/sim/stats).
 The simulator answers with the Fleet API's typical latency: %s
@@ -159,9 +188,7 @@ A fleet telemetry config (signed by the proxy):
 A pass-through call:
   %s %s/api/1/vehicles
 
-`, cfg.KeyFile, simURL, strings.Join(vins, ", "), simURL, latency, devLatencyEnv, caPath, token, curl, url, vin, curl, url, vin, curl, url)
-	}
-	return cfg, printReady, nil
+`, keyFile, sim.url, strings.Join(sim.vins, ", "), sim.url, sim.latency, devLatencyEnv, caPath, devToken(), curl, url, vin, curl, url, vin, curl, url)
 }
 
 // simIdentity is what makes the dev simulator's vehicles the same from one run to the next.
@@ -220,7 +247,7 @@ func devCA(certFile, keyFile string) (*certgen.CA, error) {
 	if err := os.WriteFile(keyFile, ca.KeyPEM(), 0o600); err != nil {
 		return nil, err
 	}
-	return ca, os.WriteFile(certFile, ca.CertPEM(), 0o644)
+	return ca, os.WriteFile(certFile, ca.CertPEM(), 0o644) //nolint:gosec // G306: a certificate is public; clients must be able to read it
 }
 
 // devLeaf makes the TLS certificate for localhost, 127.0.0.1 and ::1, signed by the dev CA,
@@ -237,5 +264,5 @@ func devLeaf(certFile, keyFile string, ca *certgen.CA) error {
 	if err := os.WriteFile(keyFile, leaf.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(certFile, leaf.CertPEM, 0o644)
+	return os.WriteFile(certFile, leaf.CertPEM, 0o644) //nolint:gosec // G306: a certificate is public
 }

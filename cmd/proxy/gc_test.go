@@ -10,8 +10,9 @@ func TestGCPercentFor(t *testing.T) {
 		{0, gcMaxPercent},
 		{1 << 20, gcMaxPercent},   // 1 MiB live: the floor would need 3100
 		{8 << 20, 300},            // 8 MiB live: goal 32 MiB
-		{16 << 20, gcMinPercent},  // 16 MiB: 100 reaches the floor
-		{100 << 20, gcMinPercent}, // large heaps collect at the default
+		{16 << 20, 100},           // 16 MiB: 100 reaches the floor
+		{24 << 20, gcMinPercent},  // past the floor: the goal grows by half the live heap
+		{100 << 20, gcMinPercent}, // large heaps collect at half the default headroom
 		{(32 << 20) / 3, 200},     // a third of the floor
 	} {
 		if got := gcPercentFor(tc.live); got != tc.want {

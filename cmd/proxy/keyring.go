@@ -156,7 +156,7 @@ func keyringFlags(fs *flag.FlagSet, getenv func(string) string) func() keyringSe
 }
 
 // keyringProblem words an error from pkg/cli or the keyring library. pkg/cli flattens the
-// library's errors into text ("could not load key: %s"), so they are recognised by their text.
+// library's errors into text ("could not load key: %s"), so they are recognized by their text.
 func keyringProblem(s keyringSettings, err error) string {
 	msg := err.Error()
 	switch {

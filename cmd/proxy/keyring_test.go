@@ -42,8 +42,9 @@ const keygenPkg = "github.com/teslamotors/vehicle-command/cmd/tesla-keygen"
 
 func newKeyringSetup(t *testing.T) *keyringSetup {
 	t.Helper()
+	const password = "kr-pass-Zq81" //nolint:gosec // G101: a throwaway password for a keyring in a temp dir
 	k := &keyringSetup{fixture: newFixture(t, fixtureOptions{}), dir: filepath.Join(t.TempDir(), "keys"),
-		home: t.TempDir(), password: "kr-pass-Zq81", name: "fleet"}
+		home: t.TempDir(), password: password, name: "fleet"}
 	keygen := buildTool(t, keygenPkg)
 	cmd := exec.CommandContext(t.Context(), keygen, "-key-name", k.name, "-keyring-type", "file", "-keyring-file-dir", k.dir, "create")
 	cmd.Env = []string{"HOME=" + k.home, "TESLA_KEYRING_PASSWORD=" + k.password}
@@ -110,7 +111,7 @@ func (k *keyringSetup) lock(t *testing.T, u, vin string) bool {
 
 // TestKeyringKeyFromTeslaKeygen: a key tesla-keygen stored in a file keyring signs commands the
 // vehicle accepts, found through the reference's flags and through its environment (with
-// TESLA_KEYRING_PATH honoured); the password never reaches the log.
+// TESLA_KEYRING_PATH honored); the password never reaches the log.
 func TestKeyringKeyFromTeslaKeygen(t *testing.T) {
 	k := newKeyringSetup(t)
 	for _, tc := range []struct {
@@ -268,7 +269,7 @@ func TestKeygenKeyring(t *testing.T) {
 	keygen := buildTool(t, keygenPkg)
 	home := t.TempDir()
 	dir := filepath.Join(t.TempDir(), "keys")
-	const password = "kg-pass-Wm42"
+	const password = "kg-pass-Wm42" //nolint:gosec // G101: a throwaway password for a keyring in a temp dir
 	env := []string{"HOME=" + home, "TESLA_KEYRING_PASSWORD=" + password}
 	kr := []string{"-keyring-type", "file", "-keyring-file-dir", dir}
 	// teslaKeygen runs the reference's "create" for name, which prints the existing key's public

@@ -72,7 +72,7 @@ func keygenKeyring(ks keyringSettings, from string) (protocol.ECDHPrivateKey, st
 	if from != "" {
 		key, err := protocol.LoadPrivateKey(from)
 		if err != nil {
-			return nil, "", fmt.Errorf("key %s: %v (want a P-256 private key in PEM)", from, err)
+			return nil, "", fmt.Errorf("key %s: %w (want a P-256 private key in PEM)", from, err)
 		}
 		if err := storeKeyringKey(ks, key); err != nil {
 			return nil, "", err
@@ -88,7 +88,11 @@ func keygenKeyring(ks keyringSettings, from string) (protocol.ECDHPrivateKey, st
 	if err != nil {
 		return nil, "", err
 	}
-	key := protocol.UnmarshalECDHPrivateKey(priv.D.FillBytes(make([]byte, 32)))
+	scalar, err := priv.Bytes()
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding the new key: %w", err)
+	}
+	key := protocol.UnmarshalECDHPrivateKey(scalar)
 	if key == nil {
 		return nil, "", errors.New("the new key could not be converted") // unreachable for a P-256 key
 	}

@@ -84,11 +84,19 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	if err != nil {
 		return err
 	}
+	var upstreamRT http.RoundTripper = transport
+	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
+		// HTTP/1.1 for the first requests in flight to a host, HTTP/2 streams beyond them.
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: true})
+		if err != nil {
+			return err
+		}
+		upstreamRT = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
+	}
 	// With a bound on upstream connections, count the requests waiting for one (without a
 	// bound no request waits, and the wrapper would only cost).
-	var upstreamRT http.RoundTripper = transport
 	if cfg.UpstreamMaxConns > 0 {
-		upstreamRT = forward.CountConnWaits(transport, m.UpstreamConnWait)
+		upstreamRT = forward.CountConnWaits(upstreamRT, m.UpstreamConnWait)
 	}
 	// Sessions survive restarts: the store reads what an earlier run saved and writes what
 	// changes. It is closed last, after the server has finished every command, so the final
@@ -149,22 +157,27 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != "" || cfg.SessionStore != ""))
 	}
 	a, err := app.New(app.Options{
-		Key:               key,
-		Upstream:          upstream,
-		Transport:         upstreamRT,
-		Timeout:           cfg.Timeout,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		MaxResponseBytes:  cfg.MaxResponseBytes,
-		Sessions:          store,
-		Shared:            shared,
-		OnUpstream:        onUpstream,
-		OnHandshake:       m.Handshake,
-		OnSession:         m.Session,
-		AllowNets:         rt.Allow,
-		Metrics:           metricsOnMain,
-		Observe:           m.Observe,
-		InFlight:          m.InFlight,
-		Logger:            log,
+		Key:              key,
+		Upstream:         upstream,
+		Transport:        upstreamRT,
+		Timeout:          cfg.Timeout,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxResponseBytes: cfg.MaxResponseBytes,
+		IdleTimeout:      cfg.IdleTimeout,
+		Sessions:         store,
+		Shared:           shared,
+		OnUpstream:       onUpstream,
+		OnHandshake:      m.Handshake,
+		OnSession:        m.Session,
+		AllowNets:        rt.Allow,
+		Metrics:          metricsOnMain,
+		Observe:          m.Observe,
+		InFlight:         m.InFlight,
+		Logger:           log,
+
+		MaxClientInFlight: clientShare(cfg),
+		OnClientLimited:   m.ClientLimited,
+
 		AutoWake:          cfg.AutoWake,
 		WakeTimeout:       cfg.WakeTimeout,
 		OnWake:            m.WakeSent,
@@ -303,7 +316,7 @@ func loadSigningKey(path string, log *zap.Logger) (protocol.ECDHPrivateKey, erro
 	}
 	key, err := protocol.LoadPrivateKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("command-signing key %s: %v (want a P-256 private key in PEM, SEC1 or PKCS8; proxy keygen makes one)", path, err)
+		return nil, fmt.Errorf("command-signing key %s: %w (want a P-256 private key in PEM, SEC1 or PKCS8; proxy keygen makes one)", path, err)
 	}
 	return key, nil
 }
@@ -325,7 +338,7 @@ func listen(cfg config.Config) (net.Listener, error) {
 	network, addr := cfg.ListenNetwork(), cfg.ListenAddr()
 	what := addr
 	if network == "unix" {
-		_ = os.Remove(addr)
+		_ = os.Remove(addr) //nolint:gosec // G703: the operator's own -listen socket path; a stale socket from a previous run is removed
 		what = "unix socket " + addr
 	}
 	ln, err := net.Listen(network, addr)
@@ -364,4 +377,14 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// clientShare is the most pass-through requests one token may have in flight: -client-max-inflight,
+// or by default half of a bounded upstream pool, so one client can never hold all of it. Without
+// a bound on the pool no client waits for another's connection, and there is no default share.
+func clientShare(cfg config.Config) int {
+	if cfg.ClientMaxInFlight > 0 || cfg.UpstreamMaxConns <= 0 {
+		return cfg.ClientMaxInFlight
+	}
+	return max(1, cfg.UpstreamMaxConns/2)
 }

@@ -506,13 +506,13 @@ func TestStartsAndServesTLS(t *testing.T) {
 
 	addr := hostPort(t, u)
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	old, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{RootCAs: f.ca.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	old, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{RootCAs: f.ca.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}) //nolint:gosec // G402: an old client, which the proxy must refuse
 	if err == nil {
 		v := old.ConnectionState().Version
 		old.Close()
 		t.Errorf("a TLS 1.1 client was accepted (version %x)", v)
 	}
-	conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{RootCAs: f.ca.pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12})
+	conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{RootCAs: f.ca.pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}) //nolint:gosec // G402: pins the lowest version the proxy must accept
 	if err != nil {
 		t.Fatalf("TLS 1.2 client refused: %v", err)
 	}
@@ -889,7 +889,7 @@ func TestCertificateReload(t *testing.T) {
 // that says how to fix it.
 func TestWarnsAboutReadableKey(t *testing.T) {
 	f := newFixture(t, fixtureOptions{})
-	if err := os.Chmod(f.keyFile, 0o644); err != nil {
+	if err := os.Chmod(f.keyFile, 0o644); err != nil { //nolint:gosec // G302: the readable key this test is about
 		t.Fatal(err)
 	}
 	p := startProc(t, f.args())

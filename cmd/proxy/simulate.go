@@ -52,35 +52,10 @@ type simulateFlags struct {
 // runSimulate runs "proxy simulate" until ctx ends. It prints the listen URL and the VINs on
 // stdout and returns 0 after a clean shutdown, 1 on a runtime failure, 2 on a usage error.
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var f simulateFlags
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, simulateUsage)
-		fs.PrintDefaults()
+	f, code, ok := parseSimulateFlags(args, stderr)
+	if !ok {
+		return code
 	}
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "`address` to listen on; port 0 picks a free one")
-	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow -listen on a non-loopback address")
-	fs.Var(&f.enroll, "enroll", "public or private key `file` (PEM, or a raw/hex P-256 point) to enroll on every vehicle and trust for telemetry JWS; repeatable")
-	fs.StringVar(&f.vins, "vins", "", "comma-separated `VINs` to simulate (default: three generated VINs)")
-	fs.StringVar(&f.cert, "cert", "", "TLS certificate `file` (serve HTTPS; needs -key)")
-	fs.StringVar(&f.key, "key", "", "TLS private key `file` (needs -cert)")
-	fs.StringVar(&f.legacy, "legacy", "", "comma-separated `VINs` of vehicles without the Vehicle Command Protocol (422 on signed_command)")
-	fs.StringVar(&f.asleep, "asleep", "", "comma-separated `VINs` of vehicles that start asleep (wake_up wakes them)")
-	fs.StringVar(&f.latency, "latency", "", "how long Fleet API answers take: one `delay` for every route (300ms, 300ms±50ms) or per class, "+
-		"such as commands=300ms,data=200ms±50ms,wakes=1s,other=100ms (classes: data, commands, wakes, other, all); default none")
-	fs.BoolVar(&f.verbose, "verbose", false, "log every request (never tokens or keys)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "proxy simulate: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-
 	log := newSimLogger(f.verbose, stderr)
 	defer func() { _ = log.Sync() }()
 	sim, vins, tlsConfig, err := buildSimulator(f, log)
@@ -88,21 +63,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "proxy simulate: %v\n", err)
 		return 2
 	}
-
-	if err := checkLoopback(f.listen, f.allowRemote); err != nil {
-		fmt.Fprintf(stderr, "proxy simulate: %v\n", err)
-		return 2
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", f.listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "proxy simulate: listen on %s: %v\n", f.listen, err)
-		return 1
-	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !f.allowRemote && !tcp.IP.IsLoopback() {
-		_ = ln.Close()
-		fmt.Fprintf(stderr, "proxy simulate: %s is not a loopback address; pass -allow-remote to serve it anyway\n", tcp.IP)
-		return 2
+	ln, code := listenSimulate(ctx, f, stderr)
+	if ln == nil {
+		return code
 	}
 
 	srv := &http.Server{
@@ -123,10 +86,70 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if l := sim.Latency(); !l.IsZero() {
 		fmt.Fprintf(stdout, "latency: %s\n", l)
 	}
+	return serveSimulate(ctx, srv, ln, stderr)
+}
 
+// parseSimulateFlags parses the simulate subcommand's flags. When ok is false the caller
+// returns code: 0 after -help, 2 for a usage error (already reported on stderr).
+func parseSimulateFlags(args []string, stderr io.Writer) (f simulateFlags, code int, ok bool) {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, simulateUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "`address` to listen on; port 0 picks a free one")
+	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow -listen on a non-loopback address")
+	fs.Var(&f.enroll, "enroll", "public or private key `file` (PEM, or a raw/hex P-256 point) to enroll on every vehicle and trust for telemetry JWS; repeatable")
+	fs.StringVar(&f.vins, "vins", "", "comma-separated `VINs` to simulate (default: three generated VINs)")
+	fs.StringVar(&f.cert, "cert", "", "TLS certificate `file` (serve HTTPS; needs -key)")
+	fs.StringVar(&f.key, "key", "", "TLS private key `file` (needs -cert)")
+	fs.StringVar(&f.legacy, "legacy", "", "comma-separated `VINs` of vehicles without the Vehicle Command Protocol (422 on signed_command)")
+	fs.StringVar(&f.asleep, "asleep", "", "comma-separated `VINs` of vehicles that start asleep (wake_up wakes them)")
+	fs.StringVar(&f.latency, "latency", "", "how long Fleet API answers take: one `delay` for every route (300ms, 300ms±50ms) or per class, "+
+		"such as commands=300ms,data=200ms±50ms,wakes=1s,other=100ms (classes: data, commands, wakes, other, all); default none")
+	fs.BoolVar(&f.verbose, "verbose", false, "log every request (never tokens or keys)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return f, 0, false
+		}
+		return f, 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "proxy simulate: unexpected argument %q\n", fs.Arg(0))
+		return f, 2, false
+	}
+	return f, 0, true
+}
+
+// listenSimulate opens the simulator's listener, on loopback unless -allow-remote. On failure it
+// reports on stderr and returns a nil listener and the exit code: 2 for a refused address, 1
+// when listening failed.
+func listenSimulate(ctx context.Context, f simulateFlags, stderr io.Writer) (net.Listener, int) {
+	if err := checkLoopback(f.listen, f.allowRemote); err != nil {
+		fmt.Fprintf(stderr, "proxy simulate: %v\n", err)
+		return nil, 2
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", f.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy simulate: listen on %s: %v\n", f.listen, err)
+		return nil, 1
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !f.allowRemote && !tcp.IP.IsLoopback() {
+		_ = ln.Close()
+		fmt.Fprintf(stderr, "proxy simulate: %s is not a loopback address; pass -allow-remote to serve it anyway\n", tcp.IP)
+		return nil, 2
+	}
+	return ln, 0
+}
+
+// serveSimulate serves srv on ln (over TLS when srv has a TLSConfig) until ctx ends, then shuts
+// down within 5 seconds. It returns 0 after a clean shutdown, 1 when serving failed.
+func serveSimulate(ctx context.Context, srv *http.Server, ln net.Listener, stderr io.Writer) int {
 	served := make(chan error, 1)
 	go func() {
-		if tlsConfig != nil {
+		if srv.TLSConfig != nil {
 			served <- srv.ServeTLS(ln, "", "")
 		} else {
 			served <- srv.Serve(ln)
@@ -143,7 +166,10 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		_ = srv.Close()
 	}
-	<-served
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintf(stderr, "proxy simulate: serve: %v\n", err)
+		return 1
+	}
 	return 0
 }
 

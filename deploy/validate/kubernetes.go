@@ -255,12 +255,36 @@ func checkDeployment(d *appsv1.Deployment, p *field.Path, secrets map[string]*co
 	return errs
 }
 
+// checkPodSpec checks the volumes, then each container against them, with the pod's security
+// context as the one the containers inherit.
 func checkPodSpec(ps *corev1.PodSpec, p *field.Path, secrets map[string]*corev1.Secret) field.ErrorList {
+	volumes, errs := checkVolumes(ps.Volumes, p.Child("volumes"), secrets)
+	podSC := ps.SecurityContext
+	if podSC == nil {
+		podSC = &corev1.PodSecurityContext{}
+	}
+	names := map[string]bool{}
+	for i := range ps.Containers {
+		c := &ps.Containers[i]
+		cp := p.Child("containers").Index(i)
+		if names[c.Name] {
+			errs = append(errs, field.Duplicate(cp.Child("name"), c.Name))
+		}
+		names[c.Name] = true
+		errs = append(errs, checkContainer(c, cp, volumes, p.Child("volumes"), secrets)...)
+		errs = append(errs, checkHardening(c, podSC, cp)...)
+	}
+	return errs
+}
+
+// checkVolumes checks the pod's volumes (names unique DNS labels, secret volumes well formed)
+// and returns them by name for the containers' mounts.
+func checkVolumes(vs []corev1.Volume, p *field.Path, secrets map[string]*corev1.Secret) (map[string]*corev1.Volume, field.ErrorList) {
 	var errs field.ErrorList
 	volumes := map[string]*corev1.Volume{}
-	for i := range ps.Volumes {
-		v := &ps.Volumes[i]
-		vp := p.Child("volumes").Index(i)
+	for i := range vs {
+		v := &vs[i]
+		vp := p.Index(i)
 		for _, msg := range validation.IsDNS1123Label(v.Name) {
 			errs = append(errs, field.Invalid(vp.Child("name"), v.Name, msg))
 		}
@@ -268,100 +292,113 @@ func checkPodSpec(ps *corev1.PodSpec, p *field.Path, secrets map[string]*corev1.
 			errs = append(errs, field.Duplicate(vp.Child("name"), v.Name))
 		}
 		volumes[v.Name] = v
-		if s := v.Secret; s != nil {
-			if s.DefaultMode != nil && (*s.DefaultMode < 0 || *s.DefaultMode > 0o777) {
-				errs = append(errs, field.Invalid(vp.Child("secret", "defaultMode"), *s.DefaultMode, "must be a file mode from 0000 to 0777"))
-			}
-			secret, defined := secrets[s.SecretName]
-			if s.SecretName == "" {
-				errs = append(errs, field.Required(vp.Child("secret", "secretName"), ""))
-			}
-			for j, item := range s.Items {
-				if defined {
-					if _, ok := secret.Data[item.Key]; !ok {
-						if _, ok := secret.StringData[item.Key]; !ok {
-							errs = append(errs, field.NotFound(vp.Child("secret", "items").Index(j).Child("key"), item.Key))
-						}
-					}
+		if v.Secret != nil {
+			errs = append(errs, checkSecretVolume(v.Secret, vp.Child("secret"), secrets)...)
+		}
+	}
+	return volumes, errs
+}
+
+// checkSecretVolume checks a secret volume: a mode that is a file mode, a named Secret, items
+// that exist in it (when the manifest defines it) and relative item paths.
+func checkSecretVolume(s *corev1.SecretVolumeSource, p *field.Path, secrets map[string]*corev1.Secret) field.ErrorList {
+	var errs field.ErrorList
+	if s.DefaultMode != nil && (*s.DefaultMode < 0 || *s.DefaultMode > 0o777) {
+		errs = append(errs, field.Invalid(p.Child("defaultMode"), *s.DefaultMode, "must be a file mode from 0000 to 0777"))
+	}
+	secret, defined := secrets[s.SecretName]
+	if s.SecretName == "" {
+		errs = append(errs, field.Required(p.Child("secretName"), ""))
+	}
+	for j, item := range s.Items {
+		if defined {
+			if _, ok := secret.Data[item.Key]; !ok {
+				if _, ok := secret.StringData[item.Key]; !ok {
+					errs = append(errs, field.NotFound(p.Child("items").Index(j).Child("key"), item.Key))
 				}
-				if item.Path == "" || strings.HasPrefix(item.Path, "/") || slices.Contains(strings.Split(item.Path, "/"), "..") {
-					errs = append(errs, field.Invalid(vp.Child("secret", "items").Index(j).Child("path"), item.Path, "must be a relative path without .."))
-				}
+			}
+		}
+		if item.Path == "" || strings.HasPrefix(item.Path, "/") || slices.Contains(strings.Split(item.Path, "/"), "..") {
+			errs = append(errs, field.Invalid(p.Child("items").Index(j).Child("path"), item.Path, "must be a relative path without .."))
+		}
+	}
+	return errs
+}
+
+// checkContainer checks one container's name, image, environment, ports, mounts and probes.
+// volumesPath locates the pod's volumes, for errors about a key volume's mode.
+func checkContainer(c *corev1.Container, cp *field.Path, volumes map[string]*corev1.Volume, volumesPath *field.Path, secrets map[string]*corev1.Secret) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Label(c.Name) {
+		errs = append(errs, field.Invalid(cp.Child("name"), c.Name, msg))
+	}
+	if c.Image == "" {
+		errs = append(errs, field.Required(cp.Child("image"), ""))
+	}
+	for j, e := range c.Env {
+		for _, msg := range validation.IsEnvVarName(e.Name) {
+			errs = append(errs, field.Invalid(cp.Child("env").Index(j).Child("name"), e.Name, msg))
+		}
+	}
+	portNames := map[string]bool{}
+	for j, port := range c.Ports {
+		pp := cp.Child("ports").Index(j)
+		errs = append(errs, checkPort(intstr.FromInt32(port.ContainerPort), pp.Child("containerPort"))...)
+		if port.Name != "" {
+			errs = append(errs, checkPort(intstr.FromString(port.Name), pp.Child("name"))...)
+			portNames[port.Name] = true
+		}
+	}
+	errs = append(errs, checkMounts(c.VolumeMounts, cp.Child("volumeMounts"), volumes, volumesPath, secrets)...)
+	errs = append(errs, checkProbes(c, cp, portNames)...)
+	return errs
+}
+
+// checkMounts checks a container's volume mounts: each names a volume, at a distinct absolute
+// path, and (our policy) a volume holding a private key is mounted read-only with mode 0400.
+func checkMounts(vms []corev1.VolumeMount, p *field.Path, volumes map[string]*corev1.Volume, volumesPath *field.Path, secrets map[string]*corev1.Secret) field.ErrorList {
+	var errs field.ErrorList
+	mounts := map[string]bool{}
+	for j, vm := range vms {
+		mp := p.Index(j)
+		if volumes[vm.Name] == nil {
+			errs = append(errs, field.NotFound(mp.Child("name"), vm.Name))
+		}
+		if !strings.HasPrefix(vm.MountPath, "/") {
+			errs = append(errs, field.Invalid(mp.Child("mountPath"), vm.MountPath, "must be an absolute path"))
+		}
+		if mounts[vm.MountPath] {
+			errs = append(errs, field.Duplicate(mp.Child("mountPath"), vm.MountPath))
+		}
+		mounts[vm.MountPath] = true
+		if v := volumes[vm.Name]; v != nil && v.Secret != nil && secretHoldsKey(v.Secret, secrets) {
+			if !vm.ReadOnly {
+				errs = append(errs, field.Invalid(mp.Child("readOnly"), vm.ReadOnly, "a volume holding a private key must be mounted read-only"))
+			}
+			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o400 {
+				errs = append(errs, field.Invalid(volumesPath.Key(v.Name).Child("secret", "defaultMode"), v.Secret.DefaultMode, "a volume holding a private key must have defaultMode 0400"))
 			}
 		}
 	}
+	return errs
+}
 
-	// Pod-level settings that containers inherit.
-	podSC := ps.SecurityContext
-	if podSC == nil {
-		podSC = &corev1.PodSecurityContext{}
-	}
-
-	names := map[string]bool{}
-	for i := range ps.Containers {
-		c := &ps.Containers[i]
-		cp := p.Child("containers").Index(i)
-		for _, msg := range validation.IsDNS1123Label(c.Name) {
-			errs = append(errs, field.Invalid(cp.Child("name"), c.Name, msg))
+// checkProbes checks that each HTTP probe targets a valid port, and a named one that the
+// container declares.
+func checkProbes(c *corev1.Container, cp *field.Path, portNames map[string]bool) field.ErrorList {
+	var errs field.ErrorList
+	for _, probe := range []struct {
+		name string
+		p    *corev1.Probe
+	}{{"readinessProbe", c.ReadinessProbe}, {"livenessProbe", c.LivenessProbe}, {"startupProbe", c.StartupProbe}} {
+		if probe.p == nil || probe.p.HTTPGet == nil {
+			continue
 		}
-		if names[c.Name] {
-			errs = append(errs, field.Duplicate(cp.Child("name"), c.Name))
+		port := probe.p.HTTPGet.Port
+		if port.Type == intstr.String && !portNames[port.StrVal] {
+			errs = append(errs, field.NotFound(cp.Child(probe.name, "httpGet", "port"), port.StrVal))
 		}
-		names[c.Name] = true
-		if c.Image == "" {
-			errs = append(errs, field.Required(cp.Child("image"), ""))
-		}
-		for j, e := range c.Env {
-			for _, msg := range validation.IsEnvVarName(e.Name) {
-				errs = append(errs, field.Invalid(cp.Child("env").Index(j).Child("name"), e.Name, msg))
-			}
-		}
-		portNames := map[string]bool{}
-		for j, port := range c.Ports {
-			pp := cp.Child("ports").Index(j)
-			errs = append(errs, checkPort(intstr.FromInt32(port.ContainerPort), pp.Child("containerPort"))...)
-			if port.Name != "" {
-				errs = append(errs, checkPort(intstr.FromString(port.Name), pp.Child("name"))...)
-				portNames[port.Name] = true
-			}
-		}
-		mounts := map[string]bool{}
-		for j, vm := range c.VolumeMounts {
-			mp := cp.Child("volumeMounts").Index(j)
-			if volumes[vm.Name] == nil {
-				errs = append(errs, field.NotFound(mp.Child("name"), vm.Name))
-			}
-			if !strings.HasPrefix(vm.MountPath, "/") {
-				errs = append(errs, field.Invalid(mp.Child("mountPath"), vm.MountPath, "must be an absolute path"))
-			}
-			if mounts[vm.MountPath] {
-				errs = append(errs, field.Duplicate(mp.Child("mountPath"), vm.MountPath))
-			}
-			mounts[vm.MountPath] = true
-			// Policy: keys are mounted read-only and readable by their owner alone.
-			if v := volumes[vm.Name]; v != nil && v.Secret != nil && secretHoldsKey(v.Secret, secrets) {
-				if !vm.ReadOnly {
-					errs = append(errs, field.Invalid(mp.Child("readOnly"), vm.ReadOnly, "a volume holding a private key must be mounted read-only"))
-				}
-				if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o400 {
-					errs = append(errs, field.Invalid(p.Child("volumes").Key(v.Name).Child("secret", "defaultMode"), v.Secret.DefaultMode, "a volume holding a private key must have defaultMode 0400"))
-				}
-			}
-		}
-		for _, probe := range []struct {
-			name string
-			p    *corev1.Probe
-		}{{"readinessProbe", c.ReadinessProbe}, {"livenessProbe", c.LivenessProbe}, {"startupProbe", c.StartupProbe}} {
-			if probe.p == nil || probe.p.HTTPGet == nil {
-				continue
-			}
-			port := probe.p.HTTPGet.Port
-			if port.Type == intstr.String && !portNames[port.StrVal] {
-				errs = append(errs, field.NotFound(cp.Child(probe.name, "httpGet", "port"), port.StrVal))
-			}
-			errs = append(errs, checkPort(port, cp.Child(probe.name, "httpGet", "port"))...)
-		}
-		errs = append(errs, checkHardening(c, podSC, cp)...)
+		errs = append(errs, checkPort(port, cp.Child(probe.name, "httpGet", "port"))...)
 	}
 	return errs
 }

@@ -40,6 +40,12 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxResponseBytes bounds upstream answers the proxy reads itself.
 	MaxResponseBytes int64
+	// IdleTimeout cuts a stalled pass-through transfer off; zero means forward's default.
+	IdleTimeout time.Duration
+	// MaxClientInFlight bounds one token's pass-through requests in flight; zero means none.
+	// OnClientLimited, when not nil, counts the requests refused by it.
+	MaxClientInFlight int
+	OnClientLimited   func()
 	// Sessions holds the cars' session records; nil means a memory store of CacheSize cars,
 	// closed by Close.
 	Sessions *sessions.Store
@@ -117,6 +123,10 @@ func New(o Options) (*App, error) {
 		MaxReplayBytes:   o.MaxBodyBytes,
 		Logger:           log,
 		OnUpstream:       o.OnUpstream,
+		IdleTimeout:      o.IdleTimeout,
+
+		MaxClientInFlight: o.MaxClientInFlight,
+		OnClientLimited:   o.OnClientLimited,
 	})
 	if err != nil {
 		return nil, err

@@ -34,8 +34,12 @@ func TestIssuedCertificatesVerify(t *testing.T) {
 
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-	os.WriteFile(certFile, ca.CertPEM(), 0o644)
-	os.WriteFile(keyFile, ca.KeyPEM(), 0o600)
+	if err := os.WriteFile(certFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, ca.KeyPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	loaded, err := LoadCA(certFile, keyFile)
 	if err != nil || !loaded.Cert.Equal(ca.Cert) || !loaded.Key.Equal(ca.Key) {
 		t.Fatalf("LoadCA = %v, %v; want the CA written", loaded, err)

@@ -289,7 +289,7 @@ func TestUpstreamStalledBody(t *testing.T) {
 		up, pool := testenv.StartTLS(t, http.HandlerFunc(stall))
 		tr := testenv.UpstreamTransport(t, 5*time.Second, pool)
 		fixed, _ := url.Parse(up.URL)
-		// app.Options has no idle-timeout setting (production uses forward's 60 s default), so
+		// app.Options takes the idle limit, but not the short one this test needs from the start, so
 		// this one proxy is assembled from its parts.
 		fwd, err := forward.New(forward.Options{Upstream: fixed, Transport: tr, Timeout: 5 * time.Second, IdleTimeout: idle})
 		if err != nil {

@@ -64,7 +64,7 @@ func TestLoadMixedTraffic(t *testing.T) {
 	}
 	conns := envInt("E2E_LOAD_CONNS", 1000)
 	duration := time.Duration(envInt("E2E_LOAD_SECONDS", 30)) * time.Second
-	maxHeap := uint64(envInt("E2E_LOAD_MAX_HEAP_MB", 1024)) << 20
+	maxHeap := uint64(max(envInt("E2E_LOAD_MAX_HEAP_MB", 1024), 0)) << 20 //nolint:gosec // G115: not negative
 	const vehicles = 100
 
 	withoutLeaks(t, "load", func(t *testing.T) {
@@ -147,7 +147,7 @@ func TestLoadMixedTraffic(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				c := &http.Client{Transport: tr, Timeout: 60 * time.Second}
-				r := rand.New(rand.NewPCG(uint64(i), 7))
+				r := rand.New(rand.NewPCG(uint64(i), 7)) //nolint:gosec // G115: i counts up from 0
 				for time.Now().Before(deadline) {
 					vin := env.VINs[r.IntN(vehicles)]
 					var kind int

@@ -216,10 +216,7 @@ backend proxies
 
 	// Ready when haproxy answers and every replica is up behind it.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if f.allHealthy() {
-			break
-		}
+	for !f.allHealthy() {
 		select {
 		case <-hpDone:
 			t.Fatalf("haproxy exited:\n%s", hpOut.String())

@@ -30,7 +30,10 @@ type secret struct{ what, value string }
 // base64, the SEC1 and PKCS8 PEM files, their base64 bodies and first lines.
 func keySecrets(t testing.TB, k *ecdsa.PrivateKey) []secret {
 	t.Helper()
-	d := k.D.FillBytes(make([]byte, 32))
+	d, err := k.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := []secret{
 		{"key hex", hex.EncodeToString(d)},
 		{"key HEX", strings.ToUpper(hex.EncodeToString(d))},
@@ -72,7 +75,11 @@ func TestSecretsStayOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := protocol.UnmarshalECDHPrivateKey(ecKey.D.FillBytes(make([]byte, 32)))
+	scalar, err := ecKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := protocol.UnmarshalECDHPrivateKey(scalar)
 	sim := fleetsim.New(fleetsim.Options{})
 	vin, stranger := fleetsim.NewTestVIN(0), fleetsim.NewTestVIN(1)
 	sim.AddVehicle(vin, testenv.PublicKey(t, key))

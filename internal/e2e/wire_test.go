@@ -472,7 +472,7 @@ func TestTokenAudienceNeverBecomesUpstream(t *testing.T) {
 // TestHeaderFloodRefusedHTTP2: the same flood over HTTP/2, written frame by frame (Go's own client
 // refuses to send headers over the limit the server advertises), gets 431 or a reset (Go's HTTP/2
 // server answers 431 just over the limit and drops the connection with GOAWAY PROTOCOL_ERROR when
-// the header block is far over it, its CONTINUATION-flood defence), and nothing goes upstream.
+// the header block is far over it, its CONTINUATION-flood defense), and nothing goes upstream.
 func TestHeaderFloodRefusedHTTP2(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Vehicles: 1})
 	d := &tls.Dialer{Config: &tls.Config{RootCAs: rootsOf(env.Client), ServerName: "localhost", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}}

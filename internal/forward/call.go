@@ -45,6 +45,7 @@ type CallError struct {
 	err            *apierr.Error
 }
 
+// Error returns the message of the client-facing error it carries.
 func (e *CallError) Error() string { return e.err.Error() }
 
 // Unwrap returns the *apierr.Error.

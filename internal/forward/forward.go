@@ -33,9 +33,17 @@ type Options struct {
 	// means no bound beyond the caller's context. Pass-through requests are bounded by the
 	// transport's ResponseHeaderTimeout and by IdleTimeout instead, so large bodies can stream.
 	Timeout time.Duration
-	// IdleTimeout cuts a pass-through transfer off when no body byte moved for this long in
-	// either direction. Zero means 60 s.
+	// IdleTimeout cuts a pass-through transfer off when no body byte moved for this long while
+	// the client sends its body or while the answer streams back. The wait for the answer's
+	// headers is not counted (the transport's ResponseHeaderTimeout bounds it). Zero means
+	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxClientInFlight bounds the pass-through requests one client (one token, by its hash)
+	// has waiting on the Fleet API at once; the next one gets 429 with Retry-After. Zero means
+	// no bound.
+	MaxClientInFlight int
+	// OnClientLimited, when not nil, is told about every request refused by MaxClientInFlight.
+	OnClientLimited func()
 	// MaxResponseBytes bounds answers read with Call. Zero means 1 MiB.
 	MaxResponseBytes int64
 	// MaxReplayBytes is the largest pass-through request body kept in memory so that it can be
@@ -59,6 +67,8 @@ type Forwarder struct {
 	maxReplay   int64
 	log         *zap.Logger
 	onUpstream  func(method, path string, status int)
+	share       *clientShare
+	onLimited   func()
 	rp          *httputil.ReverseProxy
 	// learned maps a token's hash to the host a 421 named for it. Keyed by hash, not by the
 	// token's unverified "sub": a forged token must not move another token's requests (issue 18).
@@ -73,6 +83,11 @@ const (
 	learnedTTL      = 24 * time.Hour
 )
 
+// DefaultIdleTimeout is how long a pass-through body may stand still before the transfer is cut
+// off. A Fleet API answer or an app's upload that moves no byte for 15 s has stalled; holding its
+// upstream connection or stream longer only takes it from other clients (issue 18).
+const DefaultIdleTimeout = 15 * time.Second
+
 // New returns a Forwarder.
 func New(o Options) (*Forwarder, error) {
 	f := &Forwarder{
@@ -84,6 +99,8 @@ func New(o Options) (*Forwarder, error) {
 		maxReplay:   o.MaxReplayBytes,
 		log:         o.Logger,
 		onUpstream:  o.OnUpstream,
+		share:       newClientShare(o.MaxClientInFlight),
+		onLimited:   o.OnClientLimited,
 		learned: bounded.New[TokenHash, string](maxLearned, maxLearnedBytes, learnedTTL,
 			func(_ TokenHash, host string) int64 { return sha256.Size + int64(len(host)) }),
 	}
@@ -99,7 +116,7 @@ func New(o Options) (*Forwarder, error) {
 		f.transport = t
 	}
 	if f.idle <= 0 {
-		f.idle = 60 * time.Second
+		f.idle = DefaultIdleTimeout
 	}
 	if f.maxResponse <= 0 {
 		f.maxResponse = 1 << 20
@@ -237,6 +254,16 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = r.WithContext(WithToken(r.Context(), tok))
 	}
+	if f.share != nil {
+		if !f.share.acquire(tok.Hash) {
+			if f.onLimited != nil {
+				f.onLimited()
+			}
+			refuseOverShare(w, f.share.max)
+			return
+		}
+		defer f.share.release(tok.Hash)
+	}
 	// Keep small bodies so a 421 can be answered by sending the same bytes to the right host.
 	// A request that already has GetBody (a REST command the signer forwards) can be sent again
 	// as it is.
@@ -251,20 +278,25 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bodies stream for as long as they move; a transfer that stalls in either direction for
 	// IdleTimeout is cut off (the server's own read and write timeouts are pushed back while
-	// bytes flow, so a 1 GiB upload is not killed by a fixed deadline).
+	// bytes flow, so a 1 GiB upload is not killed by a fixed deadline). The watch runs while the
+	// client's body comes in and while the answer goes out, not while the Fleet API thinks.
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	wd := newWatchdog(f.idle, cancel, http.NewResponseController(w))
+	// A request without a body can still carry a non-nil one that is at its end (HTTP/2);
+	// ReverseProxy sends no body when the length is zero, so neither is watched.
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	wd := newWatchdog(f.idle, cancel, http.NewResponseController(w), hasBody)
 	defer wd.stop()
 	r = r.WithContext(ctx)
-	if r.Body != nil && r.Body != http.NoBody {
+	if hasBody {
 		r.Body = &watchedReader{rc: r.Body, wd: wd}
 	}
 	ww := &watchedWriter{ResponseWriter: w, wd: wd}
 	f.rp.ServeHTTP(ww, r)
-	if ww.wrote && errors.Is(context.Cause(ctx), errIdle) {
-		// The answer had started and was cut short. Make sure the client sees a broken
-		// transfer, not a clean end of a truncated body.
+	if ww.wrote && !ww.ownError && errors.Is(context.Cause(ctx), errIdle) {
+		// The Fleet API's answer had started and was cut short. Make sure the client sees a
+		// broken transfer, not a clean end of a truncated body. (An error the proxy wrote itself,
+		// the 504 for a stalled upload, is complete and goes out as it is.)
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -305,6 +337,9 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 // errorHandler turns a failed pass-through into the proxy's JSON error. It runs only when nothing
 // has been written to the client yet.
 func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if ww, ok := w.(*watchedWriter); ok {
+		ww.ownError = true
+	}
 	e := apierr.Write(w, classify(r.Context(), err))
 	f.log.Warn("pass-through failed", zap.String("path", r.URL.EscapedPath()), zap.Int("status", e.Code), zap.Error(err))
 }
@@ -361,7 +396,9 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if retry.Body, err = req.GetBody(); err != nil {
-			return resp, nil
+			// The body cannot be replayed, so there is no retry: the client gets the 421 as it
+			// came, which is a valid answer, not a transport failure.
+			return resp, nil //nolint:nilerr // the 421 is the answer; see above
 		}
 	}
 	retry.URL.Host = host
@@ -426,8 +463,10 @@ type readCloser struct {
 	io.Closer
 }
 
+// roundTripperFunc adapts a function to http.RoundTripper.
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
+// RoundTrip calls fn.
 func (fn roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return fn(r) }
 
 // bufferPool lends ReverseProxy copy buffers, so streaming many bodies does not allocate one per
@@ -437,7 +476,10 @@ type bufferPool struct{}
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+// Get returns a 16 KiB buffer, reused when one was returned.
+func (bufferPool) Get() []byte { return *(buffers.Get().(*[]byte)) }
+
+// Put returns b for reuse; the caller must not touch it afterwards.
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 var _ http.Handler = (*Forwarder)(nil)

@@ -45,7 +45,7 @@ const idleConnTimeout = 90 * time.Second
 const maxIdlePerHost = 8192
 
 // NewTransport returns the one http.Transport the proxy uses for every upstream call: a clone of
-// http.DefaultTransport (so HTTPS_PROXY and NO_PROXY are honoured) with explicit timeouts.
+// http.DefaultTransport (so HTTPS_PROXY and NO_PROXY are honored) with explicit timeouts.
 //
 // By default it speaks HTTP/1.1 over as many keep-alive connections as there are requests in
 // flight, and keeps them for the next burst, so no request waits behind another while the

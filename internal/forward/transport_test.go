@@ -84,29 +84,46 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 		// each one needs a TLS handshake of its own (slow under -race on two cores), a number
 		// still above the 512 connections the proxy used to cap itself at.
 		n int
+		// overflow, when not zero, puts the HTTP/1.1 transport behind forward.Overflow with this
+		// limit, and an HTTP/2 transport beside it: that many requests go over HTTP/1.1 and the
+		// rest, over HTTP/2 where the upstream offers it.
+		overflow int
 	}{
-		{"https upstream offering h2, default HTTP/1.1", true, false, false, 600},
-		{"https upstream offering h2, HTTP2 set", true, true, true, inFlight},
-		{"plain http loopback upstream", false, false, false, inFlight},
-		{"plain http loopback upstream, HTTP2 set", false, true, false, inFlight},
+		{"https upstream offering h2, default HTTP/1.1", true, false, false, 600, 0},
+		{"https upstream offering h2, HTTP2 set", true, true, true, inFlight, 0},
+		{"plain http loopback upstream", false, false, false, inFlight, 0},
+		{"plain http loopback upstream, HTTP2 set", false, true, false, inFlight, 0},
+		{"https upstream offering h2, HTTP/1.1 overflowing to HTTP/2", true, false, true, inFlight, 100},
+		{"plain http loopback upstream, HTTP/1.1 overflowing", false, false, false, inFlight, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inFlight := tc.n
 			g := newGate(int64(inFlight))
 			var base string
-			tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: tc.http2})
-			if err != nil {
-				t.Fatal(err)
+			newTransport := func(http2 bool) *http.Transport {
+				tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: http2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr.Proxy = nil
+				// Over HTTP/1.1 with TLS every request shakes hands on a connection of its own, all
+				// at once; under -race on a busy 2-core machine that can take longer than the
+				// production handshake timeout. This test is about queueing, not connecting.
+				tr.TLSHandshakeTimeout = 3 * time.Minute
+				// Likewise a thousand connects at once can overflow the test server's accept
+				// queue, and a dropped SYN is retried after a second, then three: more than the
+				// production dial timeout of 5 s on a busy machine.
+				tr.DialContext = (&net.Dialer{Timeout: 3 * time.Minute}).DialContext
+				return tr
 			}
-			tr.Proxy = nil
-			// Over HTTP/1.1 with TLS every request shakes hands on a connection of its own, all at
-			// once; under -race on a busy 2-core machine that can take longer than the
-			// production handshake timeout. This test is about queueing, not connecting.
-			tr.TLSHandshakeTimeout = 3 * time.Minute
-			// Likewise a thousand connects at once can overflow the test server's accept queue,
-			// and a dropped SYN is retried after a second, then three: more than the production
-			// dial timeout of 5 s on a busy machine.
-			tr.DialContext = (&net.Dialer{Timeout: 3 * time.Minute}).DialContext
+			tr := newTransport(tc.http2)
+			transports := []*http.Transport{tr}
+			var rt http.RoundTripper = tr
+			if tc.overflow > 0 {
+				h2 := newTransport(true)
+				transports = append(transports, h2)
+				rt = forward.Overflow(tr, h2, tc.overflow)
+			}
 			if tc.tls {
 				ts := httptest.NewUnstartedServer(g)
 				ts.EnableHTTP2 = true
@@ -114,21 +131,25 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 				t.Cleanup(ts.Close)
 				roots := x509.NewCertPool()
 				roots.AddCert(ts.Certificate())
-				tr.TLSClientConfig.RootCAs = roots
+				for _, tr := range transports {
+					tr.TLSClientConfig.RootCAs = roots
+				}
 				base = ts.URL
 			} else {
 				ts := httptest.NewServer(g)
 				t.Cleanup(ts.Close)
 				base = ts.URL
 			}
-			t.Cleanup(tr.CloseIdleConnections)
+			for _, tr := range transports {
+				t.Cleanup(tr.CloseIdleConnections)
+			}
 			up, err := url.Parse(base)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// The deadline only ends a failing run (requests stuck behind a cap); nothing is
 			// asserted about how long anything took.
-			f, err := forward.New(forward.Options{Upstream: up, Transport: tr, Timeout: 3 * time.Minute, IdleTimeout: 3 * time.Minute})
+			f, err := forward.New(forward.Options{Upstream: up, Transport: rt, Timeout: 3 * time.Minute, IdleTimeout: 3 * time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,7 +211,7 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 			}
 			wantH2 := int64(0)
 			if tc.wantH2 {
-				wantH2 = int64(inFlight)
+				wantH2 = int64(inFlight - tc.overflow)
 			}
 			if got := g.h2.Load(); got != wantH2 {
 				t.Errorf("%d requests arrived over HTTP/2, want %d", got, wantH2)

@@ -24,12 +24,35 @@ type watchdog struct {
 	lastKick time.Time
 }
 
-func newWatchdog(idle time.Duration, cancel context.CancelCauseFunc, rc *http.ResponseController) *watchdog {
+// newWatchdog starts watching. With upload false (a request without a body) the clock starts only
+// when the answer does; otherwise it runs from now, while the client sends its body.
+func newWatchdog(idle time.Duration, cancel context.CancelCauseFunc, rc *http.ResponseController, upload bool) *watchdog {
 	// The server's own read and write timeouts cover the first seconds, so a short transfer,
 	// the usual kind, never touches the connection's deadlines.
 	wd := &watchdog{idle: idle, cancel: cancel, rc: rc, lastKick: time.Now()}
-	wd.timer = time.AfterFunc(idle, func() { cancel(errIdle) })
+	wd.timer = time.AfterFunc(idle, func() {
+		cancel(errIdle)
+		// A read of the client's body that waits for bytes that never come is not ended by the
+		// cancellation: the transport's body writer sits in it until the server's own read
+		// timeout. An expired read deadline ends it now, so the handler can answer 504.
+		_ = rc.SetReadDeadline(time.Now())
+	})
+	if !upload {
+		wd.timer.Stop()
+	}
 	return wd
+}
+
+// pause stops the clock: the client's body is complete and the Fleet API has not answered yet.
+// That wait is bounded by the transport's ResponseHeaderTimeout, not by the idle limit.
+func (wd *watchdog) pause() { wd.timer.Stop() }
+
+// restart starts the clock again from now, when the answer begins.
+func (wd *watchdog) restart() {
+	wd.mu.Lock()
+	wd.lastKick = time.Now()
+	wd.mu.Unlock()
+	wd.timer.Reset(wd.idle)
 }
 
 // kick records progress. It touches the timer and the deadlines at most once a second, so a fast
@@ -63,18 +86,29 @@ func (r *watchedReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.wd.kick()
 	}
+	if err == io.EOF {
+		r.wd.pause()
+	}
 	return n, err
 }
 
+// Close closes the watched body.
 func (r *watchedReader) Close() error { return r.rc.Close() }
 
 type watchedWriter struct {
 	http.ResponseWriter
 	wd    *watchdog
 	wrote bool
+	// ownError is set when the proxy writes its own error (the transfer failed before an answer
+	// came), so a cut-off is not mistaken for a truncated Fleet API answer.
+	ownError bool
 }
 
+// WriteHeader notes that the answer has started, so the watchdog no longer writes one itself.
 func (w *watchedWriter) WriteHeader(code int) {
+	if !w.wrote && code >= 200 {
+		w.wd.restart()
+	}
 	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)
 }

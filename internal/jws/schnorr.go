@@ -3,16 +3,23 @@ package jws
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"hash"
-	"math/big"
+
+	"filippo.io/nistec"
 )
 
 // scalarSize is the length of a P-256 scalar or coordinate in bytes.
 const scalarSize = 32
+
+// groupOrder is n, the order of P-256's base point, big-endian (SEC 2 §2.4.2). A signature's r
+// must be below it.
+var groupOrder = [scalarSize]byte{
+	0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+}
 
 // generator is G, the P-256 base point, in uncompressed form (SEC 1 §2.3.3). It is the first
 // item hashed into every challenge. TestGenerator checks it against crypto/ecdh.
@@ -38,8 +45,10 @@ func challenge(nonce, pub, msg []byte) []byte {
 
 func writeLV(h hash.Hash, b []byte) {
 	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(b)))
-	h.Write(n[:]) // hash.Hash writes never fail
+	// Every input is a point, a digest or a JWS payload under the request body limit, far below
+	// 4 GiB, so the length fits. hash.Hash writes never fail.
+	binary.BigEndian.PutUint32(n[:], uint32(len(b))) //nolint:gosec // G115: bounded, see above
+	h.Write(n[:])
 	h.Write(b)
 }
 
@@ -61,33 +70,32 @@ func verifySchnorr(pub *ecdh.PublicKey, msg, sig []byte) error {
 	nonce := make([]byte, 1+2*scalarSize)
 	nonce[0] = 0x04
 	copy(nonce[1:], sig[:2*scalarSize])
-	// NewPublicKey rejects coordinates ≥ p, points off the curve and the point at infinity.
-	if _, err := ecdh.P256().NewPublicKey(nonce); err != nil {
+	// SetBytes rejects coordinates ≥ p and points off the curve; an uncompressed encoding cannot
+	// name the point at infinity.
+	if _, err := nistec.NewP256Point().SetBytes(nonce); err != nil {
 		return fmt.Errorf("%w: nonce is not a point on P-256", ErrInvalidSignature)
 	}
-	curve := elliptic.P256()
 	r := sig[2*scalarSize:]
-	if new(big.Int).SetBytes(r).Cmp(curve.Params().N) >= 0 {
+	if bytes.Compare(r, groupOrder[:]) >= 0 {
 		return fmt.Errorf("%w: r is not below the group order", ErrInvalidSignature)
 	}
 
 	a := pub.Bytes()
-	c := challenge(nonce, a, msg)
-	ax := new(big.Int).SetBytes(a[1 : 1+scalarSize])
-	ay := new(big.Int).SetBytes(a[1+scalarSize:])
-
-	// crypto/elliptic's point arithmetic is deprecated for use with secrets and unchecked points.
-	// Here every input is public, A was validated by crypto/ecdh, and the scalars are plain
-	// 32-byte strings (c may exceed n; the curve reduces it), so none of that applies.
-	cx, cy := curve.ScalarMult(ax, ay, c) //nolint:staticcheck // SA1019: public inputs only, see above.
-	rx, ry := curve.ScalarBaseMult(r)     //nolint:staticcheck // SA1019: public inputs only, see above.
-	sx, sy := curve.Add(cx, cy, rx, ry)   //nolint:staticcheck // SA1019: public inputs only, see above.
-
-	// The point at infinity comes back as (0, 0), which no valid V equals.
-	var sum [2 * scalarSize]byte
-	sx.FillBytes(sum[:scalarSize])
-	sy.FillBytes(sum[scalarSize:])
-	if !bytes.Equal(sum[:], nonce[1:]) {
+	A, err := nistec.NewP256Point().SetBytes(a)
+	if err != nil { // crypto/ecdh validated the key already, so this is a bug, not bad input.
+		return fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	// c may exceed n; scalar multiplication works modulo the group order, so that is harmless.
+	cA, err := nistec.NewP256Point().ScalarMult(A, challenge(nonce, a, msg))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSignature, err)
+	}
+	rG, err := nistec.NewP256Point().ScalarBaseMult(r)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSignature, err)
+	}
+	// The point at infinity encodes as the single byte 0x00, which no valid V equals.
+	if !bytes.Equal(cA.Add(cA, rG).Bytes(), nonce) {
 		return ErrInvalidSignature
 	}
 	return nil

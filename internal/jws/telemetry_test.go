@@ -203,7 +203,7 @@ func TestCheckTelemetryConfig(t *testing.T) {
 		config := map[string]any{
 			"hostname": "t.example.com",
 			"port":     float64(443),
-			"exp":      int64(testNow.Unix() + 60),
+			"exp":      testNow.Unix() + 60,
 			"fields":   map[string]any{"A": map[string]any{"interval_seconds": 5, "minimum_delta": 0.25}},
 		}
 		checkAPIErr(t, CheckTelemetryConfig(config, testNow), "")

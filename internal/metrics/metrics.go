@@ -43,6 +43,8 @@ type Metrics struct {
 	handshakes prometheus.Counter
 	sessions   *prometheus.CounterVec
 	connWait   prometheus.Gauge
+	// clientLimited counts pass-through requests refused by -client-max-inflight.
+	clientLimited prometheus.Counter
 
 	// The shared session store (-session-store), registered by New and zero without it.
 	storeCall     *prometheus.HistogramVec
@@ -95,6 +97,11 @@ func New() *Metrics {
 			Help: "Requests waiting for an upstream connection (a dial in progress, or -upstream-max-conns reached). Counted only when -upstream-max-conns is set.",
 		}),
 	}
+	m.clientLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tesla_proxy_client_limited_total",
+		Help: "Pass-through requests answered 429 because their token already had -client-max-inflight requests waiting on the Fleet API.",
+	})
+	m.reg.MustRegister(m.clientLimited)
 	m.storeCall = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tesla_proxy_session_store_seconds",
 		Help:    "Time of each call to the shared session store (Redis), by operation: acquire, commit, release, renew, reconcile, ping.",
@@ -156,6 +163,10 @@ func (m *Metrics) Upstream(method, path string, status int) {
 // UpstreamConnWait adds delta to the requests waiting for an upstream connection; pass it to
 // forward.CountConnWaits.
 func (m *Metrics) UpstreamConnWait(delta float64) { m.connWait.Add(delta) }
+
+// ClientLimited records one pass-through request refused for its token's share; pass it to
+// forward.Options.OnClientLimited.
+func (m *Metrics) ClientLimited() { m.clientLimited.Inc() }
 
 // Handshake records one session handshake.
 func (m *Metrics) Handshake() { m.handshakes.Inc() }

@@ -135,7 +135,7 @@ func TestClientGoneIs499AndStopsUpstream(t *testing.T) {
 			upstreamDone <- r.Context().Err()
 			panic(http.ErrAbortHandler)
 		case <-time.After(5 * time.Second):
-			upstreamDone <- errors.New("upstream request was not cancelled")
+			upstreamDone <- errors.New("upstream request was not canceled")
 		}
 	}))
 	fixed, _ := url.Parse(upstream.URL)

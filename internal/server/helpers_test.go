@@ -29,6 +29,9 @@ type envOptions struct {
 	dial      *testenv.DialRecorder // redirect every dial (for by-token tests)
 	timeout   time.Duration         // upstream timeout
 	idle      time.Duration         // pass-through idle timeout
+	maxConns  int                   // upstream connections per host; 0 = no bound
+	clientMax int                   // pass-through requests in flight per token; 0 = no bound
+	http2     bool                  // speak HTTP/2 to the upstream (it offers h2)
 	logger    *zap.Logger           // nil = zaptest logger
 	telemetry func(*forward.Forwarder) http.Handler
 	commands  func(*forward.Forwarder) http.Handler
@@ -48,7 +51,17 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	if o.dial != nil {
 		tr.DialContext = o.dial.DialContext
 	}
-	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: tr, Timeout: o.timeout, IdleTimeout: o.idle, Logger: log})
+	tr.MaxConnsPerHost = o.maxConns
+	if o.http2 {
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2.TLSClientConfig.RootCAs, h2.Proxy = o.pool, nil
+		t.Cleanup(h2.CloseIdleConnections)
+		tr = h2
+	}
+	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: tr, Timeout: o.timeout, IdleTimeout: o.idle, MaxClientInFlight: o.clientMax, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
 			if v == nil {
 				return
 			}
-			if v == http.ErrAbortHandler {
+			if v == http.ErrAbortHandler { //nolint:errorlint // recover() yields the panic value itself, and net/http compares it with == as well
 				panic(v)
 			}
 			log.Error("handler panic", zap.Any("panic", v), zap.String("route", info(r).route), zap.Stack("stack"))

@@ -112,7 +112,7 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 		out = append(out, s.Epoch[:]...)
 		out = binary.BigEndian.AppendUint32(out, s.Counter)
 		out = binary.BigEndian.AppendUint32(out, s.Clock)
-		out = binary.BigEndian.AppendUint64(out, uint64(s.TimeZero))
+		out = binary.BigEndian.AppendUint64(out, uint64(s.TimeZero)) //nolint:gosec // G115: stores the bits; decoding converts them back
 	}
 	return out, nil
 }
@@ -140,7 +140,7 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 		copy(s.Epoch[:], rest[65:81])
 		s.Counter = binary.BigEndian.Uint32(rest[81:])
 		s.Clock = binary.BigEndian.Uint32(rest[85:])
-		s.TimeZero = int64(binary.BigEndian.Uint64(rest[89:]))
+		s.TimeZero = int64(binary.BigEndian.Uint64(rest[89:])) //nolint:gosec // G115: the bits MarshalBinary stored
 		rest = rest[sessionBytes:]
 	}
 	if len(rest) != 0 {

@@ -638,13 +638,18 @@ func (r *Redis) reconcile() int {
 // countHook counts the commands the client sends.
 type countHook struct{ n *atomic.Int64 }
 
+// DialHook counts nothing: a dial is not a command.
 func (h countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook counts one command.
 func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
 		return next(ctx, cmd)
 	}
 }
+
+// ProcessPipelineHook counts each command of the pipeline, though it takes one round trip.
 func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.n.Add(int64(len(cmds)))

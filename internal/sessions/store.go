@@ -16,6 +16,7 @@ import (
 	"github.com/teslamotors/vehicle-command/pkg/cache"
 	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/signatures"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 )
@@ -235,7 +236,7 @@ func (s *Store) openFile(path string) error {
 		s.setAside(path, "is not a session file")
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("session file %s is in use by another process (a second proxy?); give each proxy its own file", path)
 	}
 	if err != nil && kind == fileBolt {
@@ -269,7 +270,9 @@ func (s *Store) load() error {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var r Record
-			if r.UnmarshalBinary(v) != nil || !r.sanitize(now) {
+			// A record that does not decode or fails its sanity checks is dropped below, not
+			// fatal: one bad entry must not stop the proxy from loading the rest.
+			if valid := r.UnmarshalBinary(v) == nil && r.sanitize(now); !valid {
 				bad = append(bad, bytes.Clone(k))
 				return nil
 			}

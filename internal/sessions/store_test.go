@@ -34,7 +34,7 @@ func sample(counter uint32) sessions.Record {
 	s := &r.Sessions[sessions.Infotainment]
 	s.Valid, s.Counter, s.Clock = true, counter, 1000
 	s.CarKey[0] = 4
-	s.CarKey[64] = byte(counter)
+	s.CarKey[64] = byte(counter) //nolint:gosec // G115: any byte will do; it only makes keys differ
 	s.Epoch[3] = 7
 	s.TimeZero = time.Now().Add(-2000 * time.Second).UnixNano()
 	return r
@@ -208,7 +208,7 @@ func exportOld(t *testing.T, path string, recs map[string]sessions.Record, creat
 // honest is how the earlier version stamped an entry: now, with the clock since time zero.
 func honest(s sessions.Session) (time.Time, uint32) {
 	now := time.Now()
-	return now, uint32(now.Sub(time.Unix(0, s.TimeZero)) / time.Second)
+	return now, uint32(now.Sub(time.Unix(0, s.TimeZero)) / time.Second) //nolint:gosec // G115: seconds since time zero, which fit 32 bits for 136 years
 }
 
 // commandAll runs door_lock and charge_start on every vehicle of env.

@@ -65,7 +65,7 @@ func TestRefusedTokensCannotBlockTheOwner(t *testing.T) {
 				tokens[i] = testenv.Token(t, map[string]any{"sub": fmt.Sprintf("attacker-%d", i), "aud": []any{"https://fleet-api.prd.na.vn.cloud.tesla.com"}})
 				env.Sim.RefuseToken(tokens[i], http.StatusUnauthorized, 150*time.Millisecond)
 			}
-			// A flag, not a context: a request cancelled in flight would reach the Fleet API
+			// A flag, not a context: a request canceled in flight would reach the Fleet API
 			// without its refusal reaching the client.
 			var stopped atomic.Bool
 			var wg sync.WaitGroup

@@ -42,8 +42,10 @@ type localRecords struct {
 	locks *vinLocks
 }
 
+// Peek returns vin's record without waiting for its turn.
 func (t localRecords) Peek(vin string) (sessions.Record, bool) { return t.store.Peek(vin) }
 
+// Acquire waits for vin's turn in this process, or until ctx ends.
 func (t localRecords) Acquire(ctx context.Context, vin string) (turn, error) {
 	l, err := t.locks.lock(ctx, vin)
 	if err != nil {
@@ -53,6 +55,7 @@ func (t localRecords) Acquire(ctx context.Context, vin string) (turn, error) {
 	return &localTurn{t: t, vin: vin, l: l, rec: rec}, nil
 }
 
+// localTurn is a car's turn under this process's lock.
 type localTurn struct {
 	t   localRecords
 	vin string
@@ -60,13 +63,16 @@ type localTurn struct {
 	rec sessions.Record
 }
 
+// Record returns the record the turn started from.
 func (h *localTurn) Record() sessions.Record { return h.rec }
 
+// Commit stores rec and ends the turn.
 func (h *localTurn) Commit(rec sessions.Record) {
 	h.t.store.Put(h.vin, rec)
 	h.Release()
 }
 
+// Release ends the turn without storing anything.
 func (h *localTurn) Release() { h.t.locks.unlock(h.vin, h.l) }
 
 // sharedRecords takes this process's lock first, so that the commands of one replica to a car
@@ -76,8 +82,12 @@ type sharedRecords struct {
 	locks  *vinLocks
 }
 
+// Peek returns this replica's copy of vin's record without waiting for its turn; another
+// replica may have moved on since.
 func (t sharedRecords) Peek(vin string) (sessions.Record, bool) { return t.shared.Local().Peek(vin) }
 
+// Acquire waits for this process's lock and then the shared lease for vin, or until ctx ends;
+// on failure it holds neither.
 func (t sharedRecords) Acquire(ctx context.Context, vin string) (turn, error) {
 	l, err := t.locks.lock(ctx, vin)
 	if err != nil {
@@ -91,6 +101,7 @@ func (t sharedRecords) Acquire(ctx context.Context, vin string) (turn, error) {
 	return &sharedTurn{locks: t.locks, vin: vin, l: l, lease: lease}, nil
 }
 
+// sharedTurn is a car's turn under this process's lock and the shared lease.
 type sharedTurn struct {
 	locks *vinLocks
 	vin   string
@@ -98,13 +109,17 @@ type sharedTurn struct {
 	lease *sessions.Lease
 }
 
+// Record returns the record the lease was granted with (see sessions.Lease.Record).
 func (h *sharedTurn) Record() sessions.Record { return h.lease.Record() }
 
+// Commit keeps rec through the lease (locally, and in the shared store unless another replica
+// has taken the lease since), then releases the local lock.
 func (h *sharedTurn) Commit(rec sessions.Record) {
 	h.lease.Commit(rec)
 	h.locks.unlock(h.vin, h.l)
 }
 
+// Release gives up the lease and the local lock and leaves the record as it was.
 func (h *sharedTurn) Release() {
 	h.lease.Release()
 	h.locks.unlock(h.vin, h.l)

@@ -42,7 +42,7 @@ type Options struct {
 	Store *sessions.Store
 	// Shared, when not nil, is a store shared with other replicas (such as sessions.Redis): it
 	// serializes each car's commands across replicas and holds their session records; Store is
-	// then ignored in favour of Shared.Local(). Nil means this process alone signs for its cars.
+	// then ignored in favor of Shared.Local(). Nil means this process alone signs for its cars.
 	Shared SharedStore
 	// KeySessions bounds how many cars keep their derived session key in memory, so that a
 	// command to them needs no ECDH. Zero means 4,096.

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/teslaproxy/proxy/internal/fleetsim"
+)
+
+// The replicas row: three replicas of each proxy behind HAProxy (round-robin per request, no
+// affinity), signed commands over replicaVINs vehicles with one connection each, every Fleet API
+// call answered after replicaLatency. Ours share sessions and per-vehicle leases through Redis
+// (-session-store); the reference has no shared state, so each of its replicas keeps its own
+// session with each car, and the car refuses what an out-of-date counter signed.
+const (
+	replicaCount   = 3
+	replicaVINs    = 200
+	replicaLatency = 100 * time.Millisecond
+)
+
+const rowReplicas = "signed commands, 3 replicas behind HAProxy"
+
+// external is a server program the row starts (redis-server, haproxy).
+type external struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startExternal(dir, name, bin string, args ...string) (*external, error) {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	e := &external{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(e.done) }()
+	return e, nil
+}
+
+func (e *external) stop() {
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(5 * time.Second):
+		_ = e.cmd.Process.Kill()
+		<-e.done
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitFor polls ready until it is true or 20 s have passed.
+func waitFor(what string, ready func() bool) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for !ready() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not come up within 20 s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// redisUp reports whether a Redis server answers PING on addr.
+func redisUp(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// startBalancer runs HAProxy in front of backends (https URLs of replicas), terminating TLS with
+// the bench's proxy certificate and verifying the replicas' certificates with the bench's CA.
+func (b *bench) startBalancer(bin, name string, backends []string) (*external, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	var servers strings.Builder
+	for i, u := range backends {
+		fmt.Fprintf(&servers, "  server r%d %s\n", i+1, strings.TrimPrefix(u, "https://"))
+	}
+	cfg := fmt.Sprintf(`global
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind 127.0.0.1:%d ssl crt %s alpn http/1.1
+  default_backend replicas
+backend replicas
+  balance roundrobin
+  default-server ssl verify required ca-file %s verifyhost localhost sni str(localhost)
+%s`, port, filepath.Join(b.tmp, "haproxy.pem"), filepath.Join(b.tmp, "ca.pem"), servers.String())
+	cfgFile := filepath.Join(b.tmp, name+".cfg")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	e, err := startExternal(b.tmp, name, bin, "-f", cfgFile, "-db")
+	if err != nil {
+		return nil, "", err
+	}
+	url := "https://127.0.0.1:" + strconv.Itoa(port)
+	client := newClient(b.pki.pool, 1)
+	defer client.CloseIdleConnections()
+	err = waitFor(name, func() bool {
+		for range len(backends) {
+			resp, err := client.Get(url + "/.well-known/appspecific/com.tesla.3p.public-key.pem")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+		}
+		return true
+	})
+	if err != nil {
+		e.stop()
+		return nil, "", err
+	}
+	return e, url, nil
+}
+
+// rowReplicas needs redis-server and haproxy (Debian's packages, as scripts/test.sh installs);
+// without them it says so and is left out.
+func (b *bench) rowReplicas() error {
+	redisBin, err1 := exec.LookPath("redis-server")
+	haproxyBin, err2 := exec.LookPath("haproxy")
+	if err1 != nil || err2 != nil {
+		fmt.Fprintln(os.Stderr, "replicas row left out: it needs redis-server and haproxy on PATH (apt-get install redis-server haproxy)")
+		return nil
+	}
+	_, certPEM, keyPEM, err := b.pki.leaf()
+	if err != nil {
+		return err
+	}
+	if _, err := writeFiles(b.tmp, map[string][]byte{"haproxy.pem": append(append([]byte{}, certPEM...), keyPEM...)}); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	redisAddr := "127.0.0.1:" + strconv.Itoa(port)
+	redis, err := startExternal(b.tmp, "redis", redisBin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no")
+	if err != nil {
+		return err
+	}
+	defer redis.stop()
+	if err := waitFor("redis-server", func() bool { return redisUp(redisAddr) }); err != nil {
+		return err
+	}
+
+	keys := []string{"-key-file", filepath.Join(b.tmp, "command.pem"), "-cert", filepath.Join(b.tmp, "tls.pem"), "-tls-key", filepath.Join(b.tmp, "tls-key.pem")}
+	simAddr := strings.TrimPrefix(b.simURL, "https://")
+	var ours, refs []*child
+	defer func() {
+		for _, c := range append(ours, refs...) {
+			c.stop()
+		}
+	}()
+	for i := range replicaCount {
+		o, err := startChild(fmt.Sprintf("ours-replica%d", i+1), b.ours.proc.bin, b.tmp, append(append([]string{}, keys...),
+			"-host", "127.0.0.1", "-port", "0", "-upstream", b.simURL, "-upstream-ca", filepath.Join(b.tmp, "ca.pem"),
+			"-session-store", "redis://"+redisAddr+"/0")...)
+		if err != nil {
+			return err
+		}
+		ours = append(ours, o)
+		r, err := startChild(fmt.Sprintf("reference-replica%d", i+1), b.ref.proc.bin, b.tmp, append(append([]string{}, keys...),
+			"-sim", simAddr, "-sim-ca", filepath.Join(b.tmp, "ca.pem"))...)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, r)
+	}
+	urls := func(cs []*child) []string {
+		var u []string
+		for _, c := range cs {
+			u = append(u, c.url)
+		}
+		return u
+	}
+	lbOurs, oursURL, err := b.startBalancer(haproxyBin, "haproxy-ours", urls(ours))
+	if err != nil {
+		return err
+	}
+	defer lbOurs.stop()
+	lbRef, refURL, err := b.startBalancer(haproxyBin, "haproxy-reference", urls(refs))
+	if err != nil {
+		return err
+	}
+	defer lbRef.stop()
+
+	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: replicaLatency}, Data: fleetsim.Delay{Base: replicaLatency},
+		Wakes: fleetsim.Delay{Base: replicaLatency}, Other: fleetsim.Delay{Base: replicaLatency}})
+	defer b.sim.SetLatency(fleetsim.Latency{})
+	contenders := []*contender{
+		{name: "ours", url: oursURL, group: ours},
+		{name: "reference", url: refURL, group: refs},
+	}
+	var jobs, firsts []*job
+	for _, c := range contenders {
+		var targets []vegeta.Target
+		for _, vin := range b.takeVINs(replicaVINs) {
+			targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
+		}
+		l := load{targets: targets, workers: replicaVINs, check: contains(`"result":true`), stagger: replicaLatency}
+		first := &job{c: c, l: l}
+		if err := b.once(first, replicaVINs); err != nil {
+			return err
+		}
+		firsts = append(firsts, first)
+		jobs = append(jobs, &job{c: c, l: l})
+	}
+	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
+		return err
+	}
+	ld := fmt.Sprintf("%d VINs × %s, %d replicas each", replicaVINs, fmtDur(replicaLatency), replicaCount)
+	for i, j := range jobs {
+		first := firsts[i].m
+		j.m.warmErrs += first.errs
+		if j.m.warmFirstErr == "" {
+			j.m.warmFirstErr = first.firstErr
+		}
+		up := fmt.Sprintf("first %.2f, then %.3f", first.upstreamPerOp(), j.m.upstreamPerOp())
+		if j.m.rejected > 0 {
+			up += fmt.Sprintf(" (%d refused by the car)", j.m.rejected)
+		}
+		b.add(line{row: rowReplicas, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
+	}
+	return nil
+}
