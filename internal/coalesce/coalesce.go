@@ -226,6 +226,7 @@ type recorder struct {
 	over   bool
 }
 
+// WriteHeader records the first final status and the headers sent with it, and passes them on.
 func (rec *recorder) WriteHeader(code int) {
 	if rec.status == 0 && code >= 200 {
 		rec.status = code
@@ -234,6 +235,7 @@ func (rec *recorder) WriteHeader(code int) {
 	rec.ResponseWriter.WriteHeader(code)
 }
 
+// Write passes p on and keeps a copy while the copy stays within its bound.
 func (rec *recorder) Write(p []byte) (int, error) {
 	if rec.status == 0 {
 		rec.WriteHeader(http.StatusOK)

@@ -38,7 +38,8 @@ func start(t *testing.T, upstream http.Handler, maxBody int64) string {
 	return front.URL
 }
 
-const token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+// token is a JWT-shaped test token, unsigned; nothing verifies it.
+const token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln" //nolint:gosec // G101: a made-up test token
 
 // getAll sends n identical GETs at once and returns their bodies and Set-Cookie headers.
 func getAll(t *testing.T, base, path string, n int) (bodies, cookies []string) {

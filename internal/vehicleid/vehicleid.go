@@ -89,6 +89,7 @@ type ReplyError struct {
 	Reply *forward.Reply
 }
 
+// Error says what the Fleet API answered.
 func (e *ReplyError) Error() string {
 	return fmt.Sprintf("the Fleet API answered %d to the vehicle list", e.Reply.Status)
 }

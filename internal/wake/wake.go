@@ -105,6 +105,7 @@ type ReplyError struct {
 	Reply *forward.Reply
 }
 
+// Error says what the Fleet API answered.
 func (e *ReplyError) Error() string { return "the Fleet API answered " + strconv.Itoa(e.Reply.Status) }
 
 // Wake makes sure vin is online: it sends one wake_up and polls the vehicle list, or joins the
