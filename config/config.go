@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -174,6 +175,32 @@ type Config struct {
 	// Flag -shutdown-timeout, env TESLA_HTTP_PROXY_SHUTDOWN_TIMEOUT, YAML shutdown_timeout;
 	// default 15s. Zero is invalid.
 	ShutdownTimeout time.Duration
+
+	// AutoWake reports whether a command that finds its car asleep wakes it (one wake_up, then
+	// polls of the free vehicle list) and is sent again once it is online. Flag -auto-wake, env
+	// TESLA_HTTP_PROXY_AUTO_WAKE, YAML auto_wake. False relays the Fleet API's 408.
+	AutoWake bool
+	// WakeTimeout is how long -auto-wake waits for a car to come online. Flag -wake-timeout, env
+	// TESLA_HTTP_PROXY_WAKE_TIMEOUT, YAML wake_timeout; default 30s. Zero means the default;
+	// negative is invalid.
+	WakeTimeout time.Duration
+	// CoalesceReads reports whether identical concurrent GETs (same path, query and
+	// Authorization) share one upstream call. Flag -coalesce-reads, env
+	// TESLA_HTTP_PROXY_COALESCE_READS, YAML coalesce_reads. False sends each one.
+	CoalesceReads bool
+	// ReadCacheTTL is how long, with CoalesceReads, a read's answer is reused for the same
+	// request and token. Flag -read-cache-ttl, env TESLA_HTTP_PROXY_READ_CACHE_TTL, YAML
+	// read_cache_ttl. Zero caches nothing; negative is invalid.
+	ReadCacheTTL time.Duration
+	// MonthlyBudget is the estimated Fleet API spend allowed per calendar month (UTC), in US
+	// dollars: a warning at 80 %, billed calls refused at 100 % (see BudgetMode). Flag
+	// -monthly-budget, env TESLA_HTTP_PROXY_MONTHLY_BUDGET, YAML monthly_budget. Zero means no
+	// budget; negative is invalid.
+	MonthlyBudget float64
+	// BudgetMode is "enforce" (refuse billed calls once MonthlyBudget is spent) or "warn" (only
+	// log and count). Flag -budget-mode, env TESLA_HTTP_PROXY_BUDGET_MODE, YAML budget_mode;
+	// default "enforce". Empty means "enforce".
+	BudgetMode string
 }
 
 // The defaults, as the architecture's command-line contract fixes them for the settings the
@@ -193,6 +220,8 @@ const (
 	// free of the proxy's packages).
 	defaultUpstreamHTTP1Requests = 256
 	defaultKeyringFileDir        = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
+	defaultWakeTimeout           = 30 * time.Second
+	defaultBudgetMode            = "enforce"
 )
 
 // EnvKeyringPassword is the environment variable that holds the file keyring's password, read
@@ -246,6 +275,8 @@ func Defaults() Config {
 
 		UpstreamHTTP1Requests: defaultUpstreamHTTP1Requests,
 		KeyringFileDir:        defaultKeyringFileDir,
+		WakeTimeout:           defaultWakeTimeout,
+		BudgetMode:            defaultBudgetMode,
 	}
 }
 
@@ -368,6 +399,24 @@ var settings = []setting{
 	{"shutdown-timeout", "TESLA_HTTP_PROXY_SHUTDOWN_TIMEOUT", "shutdown_timeout", "duration",
 		"how long in-flight requests may take to finish on shutdown",
 		func(c *Config) any { return &c.ShutdownTimeout }},
+	{"auto-wake", "TESLA_HTTP_PROXY_AUTO_WAKE", "auto_wake", "",
+		"a command to a sleeping car wakes it once, polls the free vehicle list until it is online, then sends the command",
+		func(c *Config) any { return &c.AutoWake }},
+	{"wake-timeout", "TESLA_HTTP_PROXY_WAKE_TIMEOUT", "wake_timeout", "duration",
+		"how long -auto-wake waits for a car to come online",
+		func(c *Config) any { return &c.WakeTimeout }},
+	{"coalesce-reads", "TESLA_HTTP_PROXY_COALESCE_READS", "coalesce_reads", "",
+		"identical concurrent GETs (same path, query and Authorization) share one upstream call",
+		func(c *Config) any { return &c.CoalesceReads }},
+	{"read-cache-ttl", "TESLA_HTTP_PROXY_READ_CACHE_TTL", "read_cache_ttl", "duration",
+		"with -coalesce-reads, how long an answer is reused for the same request and token; 0 caches nothing",
+		func(c *Config) any { return &c.ReadCacheTTL }},
+	{"monthly-budget", "TESLA_HTTP_PROXY_MONTHLY_BUDGET", "monthly_budget", "usd",
+		"estimated Fleet API spend allowed per month in US dollars: warn at 80 %, refuse billed calls at 100 %; 0 means none",
+		func(c *Config) any { return &c.MonthlyBudget }},
+	{"budget-mode", "TESLA_HTTP_PROXY_BUDGET_MODE", "budget_mode", "mode",
+		"enforce (refuse billed calls once -monthly-budget is spent) or warn (only log and count)",
+		func(c *Config) any { return &c.BudgetMode }},
 }
 
 // parseValue parses s into the field p points to. Environment variables, flags and YAML
@@ -392,6 +441,12 @@ func parseValue(p any, s string) error {
 		v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 		if err != nil {
 			return errors.New("not a whole number of bytes")
+		}
+		*p = v
+	case *float64:
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return errors.New("not a number; use an amount such as 25 or 12.50")
 		}
 		*p = v
 	case *time.Duration:
@@ -438,6 +493,8 @@ func formatValue(p any) string {
 		return strconv.Itoa(*p)
 	case *int64:
 		return strconv.FormatInt(*p, 10)
+	case *float64:
+		return strconv.FormatFloat(*p, 'f', -1, 64)
 	case *time.Duration:
 		return p.String()
 	case *[]string:
@@ -457,6 +514,8 @@ func copyValue(dst, src any) {
 		*d = *src.(*int)
 	case *int64:
 		*d = *src.(*int64)
+	case *float64:
+		*d = *src.(*float64)
 	case *time.Duration:
 		*d = *src.(*time.Duration)
 	case *[]string:
@@ -848,6 +907,7 @@ func (c Config) Validate() error {
 		}
 	}
 	c.checkLimits(&p)
+	c.checkSavings(&p)
 	return errors.Join(p...)
 }
 
@@ -996,6 +1056,25 @@ func (c Config) checkLimits(p *problems) {
 	}
 	if c.Dev && c.DevDir == "" {
 		p.bad("dev-dir", "is empty; -dev needs a directory for its generated keys and certificates, such as %q", defaultDevDir)
+	}
+}
+
+// checkSavings checks the settings of the options that spend fewer billed calls (issue 15).
+func (c Config) checkSavings(p *problems) {
+	if c.WakeTimeout < 0 {
+		p.bad("wake-timeout", "is %v; give a duration above zero, such as %v", c.WakeTimeout, defaultWakeTimeout)
+	}
+	if c.ReadCacheTTL < 0 {
+		p.bad("read-cache-ttl", "is %v; give a duration of zero (cache nothing) or more, such as 2s", c.ReadCacheTTL)
+	}
+	if c.ReadCacheTTL > 0 && !c.CoalesceReads {
+		p.bad("read-cache-ttl", "is set without -coalesce-reads, which it belongs to; add -coalesce-reads or remove -read-cache-ttl")
+	}
+	if c.MonthlyBudget < 0 {
+		p.bad("monthly-budget", "is %v; give an amount in US dollars above zero, such as 25, or 0 for no budget", c.MonthlyBudget)
+	}
+	if c.BudgetMode != "" && c.BudgetMode != "enforce" && c.BudgetMode != "warn" {
+		p.bad("budget-mode", "is %q; give enforce (refuse billed calls once the budget is spent) or warn (only log)", c.BudgetMode)
 	}
 }
 

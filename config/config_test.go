@@ -94,6 +94,8 @@ func TestDefaults(t *testing.T) {
 
 		UpstreamHTTP1Requests: 256,
 		KeyringFileDir:        "~/.tesla_keys",
+		WakeTimeout:           30 * time.Second,
+		BudgetMode:            "enforce",
 	}
 	if diff := cmp.Diff(want, Defaults()); diff != "" {
 		t.Errorf("Defaults() mismatch (-want +got):\n%s", diff)
@@ -153,6 +155,12 @@ func TestSources(t *testing.T) {
 		{"upstream-http1-requests", "TESLA_HTTP_PROXY_UPSTREAM_HTTP1_REQUESTS", "upstream_http1_requests", "32", "", func(c *Config) { c.UpstreamHTTP1Requests = 32 }},
 		{"idle-timeout", "TESLA_HTTP_PROXY_IDLE_TIMEOUT", "idle_timeout", "5s", "", func(c *Config) { c.IdleTimeout = 5 * time.Second }},
 		{"client-max-inflight", "TESLA_HTTP_PROXY_CLIENT_MAX_INFLIGHT", "client_max_inflight", "64", "", func(c *Config) { c.ClientMaxInFlight = 64 }},
+		{"auto-wake", "TESLA_HTTP_PROXY_AUTO_WAKE", "auto_wake", "true", "", func(c *Config) { c.AutoWake = true }},
+		{"wake-timeout", "TESLA_HTTP_PROXY_WAKE_TIMEOUT", "wake_timeout", "45s", "", func(c *Config) { c.WakeTimeout = 45 * time.Second }},
+		{"coalesce-reads", "TESLA_HTTP_PROXY_COALESCE_READS", "coalesce_reads", "true", "", func(c *Config) { c.CoalesceReads = true }},
+		{"read-cache-ttl", "TESLA_HTTP_PROXY_READ_CACHE_TTL", "read_cache_ttl", "2s", "", func(c *Config) { c.ReadCacheTTL = 2 * time.Second }},
+		{"monthly-budget", "TESLA_HTTP_PROXY_MONTHLY_BUDGET", "monthly_budget", "12.5", "", func(c *Config) { c.MonthlyBudget = 12.5 }},
+		{"budget-mode", "TESLA_HTTP_PROXY_BUDGET_MODE", "budget_mode", "warn", "", func(c *Config) { c.BudgetMode = "warn" }},
 	}
 
 	// The table must cover every setting except -config, which TestPrecedence covers, and
@@ -540,6 +548,11 @@ func TestValidate(t *testing.T) {
 		{name: "unix without path", edit: func(c *Config) { c.Host = "unix:" }, flags: []string{"host"}},
 		{name: "zero timeout", edit: func(c *Config) { c.Timeout = 0 }, flags: []string{"timeout"}},
 		{name: "negative shutdown timeout", edit: func(c *Config) { c.ShutdownTimeout = -time.Second }, flags: []string{"shutdown-timeout"}},
+		{name: "negative wake timeout", edit: func(c *Config) { c.WakeTimeout = -time.Second }, flags: []string{"wake-timeout"}},
+		{name: "negative read cache ttl", edit: func(c *Config) { c.CoalesceReads, c.ReadCacheTTL = true, -time.Second }, flags: []string{"read-cache-ttl"}},
+		{name: "read cache without coalescing", edit: func(c *Config) { c.ReadCacheTTL = time.Second }, flags: []string{"read-cache-ttl"}},
+		{name: "negative budget", edit: func(c *Config) { c.MonthlyBudget = -1 }, flags: []string{"monthly-budget"}},
+		{name: "unknown budget mode", edit: func(c *Config) { c.BudgetMode = "strict" }, flags: []string{"budget-mode"}},
 		{name: "zero max body", edit: func(c *Config) { c.MaxBodyBytes = 0 }, flags: []string{"max-body"}},
 		{name: "negative max response", edit: func(c *Config) { c.MaxResponseBytes = -1 }, flags: []string{"max-response"}},
 		{name: "zero cache size", edit: func(c *Config) { c.CacheSize = 0 }, flags: []string{"cache-size"}},

@@ -21,6 +21,7 @@ import (
 
 	"github.com/teslaproxy/proxy/config"
 	"github.com/teslaproxy/proxy/internal/app"
+	"github.com/teslaproxy/proxy/internal/budget"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/metrics"
 	"github.com/teslaproxy/proxy/internal/server"
@@ -112,6 +113,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	// With -session-store, replicas share sessions and per-vehicle leases through Redis; the
 	// store above stays this replica's local copy. Deferred after the store, so closed before it.
 	var shared signer.SharedStore
+	// The month's spend (-monthly-budget) is kept where the sessions are: the session file, or
+	// Redis, where the replicas add up their spend.
+	var budgetStore budget.Store = store
 	if cfg.SessionStore != "" {
 		rs, err := sessions.OpenRedis(sessions.RedisOptions{
 			URL:      cfg.SessionStore,
@@ -129,11 +133,28 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		}
 		defer rs.Close()
 		shared = rs
+		budgetStore = rs
 		log.Info("sharing vehicle sessions with other replicas", zap.String("session_store", storeHost(cfg.SessionStore)), zap.Bool("reachable", !rs.Degraded()))
 	}
 	var metricsOnMain http.Handler
 	if cfg.MetricsAddr == "" {
 		metricsOnMain = m.Handler()
+	}
+	// With -monthly-budget the month's estimated spend is kept in the session file and billed
+	// calls are refused once it is spent. Deferred after the store, so saved before it closes.
+	onUpstream := m.Upstream
+	var bud *budget.Budget
+	if cfg.MonthlyBudget > 0 {
+		bud = budget.New(budget.Options{Limit: cfg.MonthlyBudget, WarnOnly: cfg.BudgetMode == "warn", Store: budgetStore,
+			OnChange: m.Budget, OnRefused: m.BudgetRefused, Logger: log})
+		defer bud.Close()
+		onUpstream = func(method, path string, status int) {
+			m.Upstream(method, path, status)
+			bud.Record(method, path, status)
+		}
+		f := bud.Figures()
+		log.Info("monthly budget", zap.Float64("budget_dollars", f.BudgetDollars), zap.Float64("spent_dollars", f.SpentDollars),
+			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != "" || cfg.SessionStore != ""))
 	}
 	a, err := app.New(app.Options{
 		Key:              key,
@@ -145,7 +166,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		IdleTimeout:      cfg.IdleTimeout,
 		Sessions:         store,
 		Shared:           shared,
-		OnUpstream:       m.Upstream,
+		OnUpstream:       onUpstream,
 		OnHandshake:      m.Handshake,
 		OnSession:        m.Session,
 		AllowNets:        rt.Allow,
@@ -156,6 +177,18 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 
 		MaxClientInFlight: clientShare(cfg),
 		OnClientLimited:   m.ClientLimited,
+
+		AutoWake:          cfg.AutoWake,
+		WakeTimeout:       cfg.WakeTimeout,
+		OnWake:            m.WakeSent,
+		OnWakeAvoided:     m.WakeAvoided,
+		OnWakePoll:        m.WakePoll,
+		OnVehicleIDLookup: m.VehicleIDLookup,
+		CoalesceReads:     cfg.CoalesceReads,
+		ReadCacheTTL:      cfg.ReadCacheTTL,
+		OnReadSaved:       m.ReadSaved,
+		OnLegacyLearned:   m.LegacyCallSaved,
+		Budget:            bud,
 	})
 	if err != nil {
 		return err
@@ -163,7 +196,11 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	defer a.Close()
 	handler := a.Handler
 	if cfg.MetricsAddr != "" {
-		if err := serveMetrics(ctx, cfg.MetricsAddr, server.AllowOnly(rt.Allow, m.Handler()), log); err != nil {
+		var budgetH http.Handler
+		if bud != nil {
+			budgetH = server.AllowOnly(rt.Allow, bud.Handler())
+		}
+		if err := serveMetrics(ctx, cfg.MetricsAddr, server.AllowOnly(rt.Allow, m.Handler()), budgetH, log); err != nil {
 			return err
 		}
 	}
@@ -235,13 +272,16 @@ func storeHost(s string) string {
 // serveMetrics serves /metrics on its own plain-HTTP listener until ctx ends. h comes wrapped
 // in -allow (server.AllowOnly); Validate keeps the listener on loopback when -allow is empty or
 // -client-ca is set.
-func serveMetrics(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
+func serveMetrics(ctx context.Context, addr string, h, budgetH http.Handler, log *zap.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", h)
+	if budgetH != nil {
+		mux.Handle("/budget", budgetH)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	go func() {

@@ -14,11 +14,16 @@ import (
 	"github.com/teslamotors/vehicle-command/pkg/protocol"
 	"go.uber.org/zap"
 
+	"github.com/teslaproxy/proxy/internal/budget"
+	"github.com/teslaproxy/proxy/internal/coalesce"
+	"github.com/teslaproxy/proxy/internal/fleetstatus"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
 	"github.com/teslaproxy/proxy/internal/server"
 	"github.com/teslaproxy/proxy/internal/sessions"
 	"github.com/teslaproxy/proxy/internal/signer"
+	"github.com/teslaproxy/proxy/internal/vehicleid"
+	"github.com/teslaproxy/proxy/internal/wake"
 )
 
 // Options are the settings the parts need.
@@ -65,6 +70,30 @@ type Options struct {
 	InFlight func(delta float64)
 	// Logger receives every part's logs.
 	Logger *zap.Logger
+
+	// AutoWake, when set, wakes a car that is asleep when a command reaches it, waiting up to
+	// WakeTimeout (zero means wake.DefaultTimeout) for it to come online (-auto-wake).
+	AutoWake    bool
+	WakeTimeout time.Duration
+	// OnWake, OnWakeAvoided and OnWakePoll are told about each wake_up sent, each command that
+	// shared another's wake, and each vehicle-list poll; any may be nil.
+	OnWake, OnWakeAvoided, OnWakePoll func()
+	// OnVehicleIDLookup is told about each numeric vehicle id resolved to a VIN, and whether
+	// from the cache; nil means nobody is.
+	OnVehicleIDLookup func(cached bool)
+
+	// CoalesceReads, when set, lets identical concurrent GETs share one upstream call
+	// (-coalesce-reads), and reuses a 200 answer for ReadCacheTTL (-read-cache-ttl; zero reuses
+	// nothing). OnReadSaved is told about each read answered without a call; it may be nil.
+	CoalesceReads bool
+	ReadCacheTTL  time.Duration
+	OnReadSaved   func(path string, cached bool)
+	// OnLegacyLearned is told about each car a fleet_status answer showed to lack the protocol
+	// (its first command then skips a signed_command the Fleet API would refuse); may be nil.
+	OnLegacyLearned func()
+	// Budget, when not nil, refuses billed calls once the month's budget is spent
+	// (-monthly-budget); with Metrics on the main listener, its figures are served at /budget.
+	Budget *budget.Budget
 }
 
 // App is an assembled proxy.
@@ -112,6 +141,7 @@ func New(o Options) (*App, error) {
 		}
 		ownStore = true
 	}
+	ids := vehicleid.New(vehicleid.Options{Forward: fwd, OnLookup: o.OnVehicleIDLookup})
 	sg, err := signer.New(signer.Options{
 		Key:          o.Key,
 		Forward:      fwd,
@@ -122,6 +152,8 @@ func New(o Options) (*App, error) {
 		OnHandshake:  o.OnHandshake,
 		OnSession:    o.OnSession,
 		Logger:       log,
+		Waker:        newWaker(o, fwd, log),
+		IDs:          ids,
 	})
 	if err != nil {
 		return nil, err
@@ -133,20 +165,58 @@ func New(o Options) (*App, error) {
 	h := server.NewRouter(server.Deps{
 		Logger:       log,
 		Forward:      fwd,
-		Commands:     sg,
-		Telemetry:    &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry")},
+		Commands:     gate(o.Budget, sg),
+		Telemetry:    gate(o.Budget, &server.Telemetry{Key: o.Key, Forward: fwd, MaxBodyBytes: o.MaxBodyBytes, Logger: log.Named("telemetry"), VIN: ids.VIN}),
 		PublicKeyPEM: pubPEM,
 		Metrics:      o.Metrics,
 		AllowNets:    o.AllowNets,
 		Observe:      o.Observe,
 		InFlight:     o.InFlight,
 		Degraded:     degraded(o.Shared),
+		PassThrough:  gate(o.Budget, passThrough(o, fwd, sg, log)),
+		Budget:       budgetFigures(o),
 	})
 	a := &App{Handler: h, Forward: fwd, Signer: sg, PublicKeyPEM: pubPEM}
 	if ownStore {
 		a.ownStore = store
 	}
 	return a, nil
+}
+
+// passThrough returns the handler of the pass-through routes: the forwarder, behind
+// -coalesce-reads when it is on, with fleet_status answers read for the cars that lack the
+// protocol.
+func passThrough(o Options, fwd *forward.Forwarder, sg *signer.Signer, log *zap.Logger) http.Handler {
+	var h http.Handler = fwd
+	if o.CoalesceReads {
+		h = coalesce.New(coalesce.Options{Next: fwd, TTL: o.ReadCacheTTL, MaxBodyBytes: o.MaxResponseBytes, OnSaved: o.OnReadSaved})
+	}
+	return fleetstatus.Learn(h, sg, o.OnLegacyLearned, log.Named("fleet-status"))
+}
+
+// gate puts h behind the budget, if there is one.
+func gate(b *budget.Budget, h http.Handler) http.Handler {
+	if b == nil {
+		return h
+	}
+	return b.Gate(h)
+}
+
+// budgetFigures returns the /budget handler for the main listener: only with a budget and with
+// /metrics served there too.
+func budgetFigures(o Options) http.Handler {
+	if o.Budget == nil || o.Metrics == nil {
+		return nil
+	}
+	return o.Budget.Handler()
+}
+
+// newWaker returns the -auto-wake Waker, or nil when it is off.
+func newWaker(o Options, fwd *forward.Forwarder, log *zap.Logger) *wake.Waker {
+	if !o.AutoWake {
+		return nil
+	}
+	return wake.New(wake.Options{Forward: fwd, Timeout: o.WakeTimeout, OnWake: o.OnWake, OnAvoided: o.OnWakeAvoided, OnPoll: o.OnWakePoll, Logger: log})
 }
 
 // degraded returns the shared store's Degraded method, if it has one.

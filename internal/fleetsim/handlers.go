@@ -255,7 +255,7 @@ func (s *Server) handleWakeUp(w http.ResponseWriter, _ *http.Request, c call) {
 	if c.f.Asleep {
 		s.countInjected("asleep")
 	} else {
-		v.SetAsleep(false)
+		s.wake(v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"response": s.vehicleObject(v, c.f)})
 }

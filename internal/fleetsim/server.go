@@ -56,6 +56,12 @@ type Server struct {
 	tokensMu   sync.Mutex
 	refused    map[[32]byte]refusal
 	tokenCalls map[[32]byte]int
+
+	// wakeDelays is how long each VIN takes to come online after wake_up (SetWakeDelay), and
+	// waking the VINs on their way.
+	wakeMu     sync.Mutex
+	wakeDelays map[string]time.Duration
+	waking     map[string]bool
 }
 
 // refusal is how RefuseToken answers one token.

@@ -29,7 +29,8 @@ const maxProblems = 10
 
 // TelemetryRequest is a checked body of POST /api/1/vehicles/fleet_telemetry_config.
 type TelemetryRequest struct {
-	// VINs are the vehicles to configure: at least one, each 17 uppercase letters or digits.
+	// VINs are the vehicles to configure: at least one, each 17 uppercase letters or digits, or
+	// a numeric Fleet API vehicle id (digits only) for the caller to turn into a VIN.
 	VINs []string
 	// Config is the configuration to sign, as decoded, numbers as json.Number. Keys the checks
 	// do not know are kept untouched.
@@ -313,13 +314,23 @@ func checkVINs(p *problems, v any, present bool) []string {
 	vins := make([]string, 0, len(list))
 	for i, item := range list {
 		s, ok := item.(string)
-		if !ok || !isVIN(s) {
+		if !ok || !(isVIN(s) || isVehicleID(s)) {
 			p.add("vins[%d] must be a 17-character VIN of uppercase letters and digits (got %s)", i, describe(item))
 			continue
 		}
 		vins = append(vins, s)
 	}
 	return vins
+}
+
+// isVehicleID reports whether s is a numeric Fleet API vehicle id: a positive 64-bit integer
+// without leading zeros, not 17 characters long (a VIN of digits only is a VIN).
+func isVehicleID(s string) bool {
+	if s == "" || s[0] == '0' || len(s) == 17 || len(s) > 19 {
+		return false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && n > 0
 }
 
 // isVIN reports whether s is 17 uppercase ASCII letters or digits. It does not check the

@@ -29,6 +29,7 @@ var prices = map[string]float64{
 	CategoryCommands: 0.001,
 	CategoryData:     0.002,
 	CategoryWakes:    0.02,
+	CategoryFree:     0,
 }
 
 // Metrics holds the proxy's collectors.
@@ -52,6 +53,10 @@ type Metrics struct {
 	storeLost     prometheus.Counter
 	storeDegraded prometheus.Gauge
 	storeLocal    prometheus.Counter
+
+	// savings are the issue-15 features' counters (savings.go).
+	savings savings
+	budget  budgetGauges
 }
 
 // New returns a Metrics with its own registry, including Go runtime and process collectors.
@@ -124,6 +129,8 @@ func New() *Metrics {
 		Help: "Commands served from local state alone because the shared session store was unreachable.",
 	})
 	m.reg.MustRegister(m.storeCall, m.storeErrors, m.storeLockWait, m.storeLost, m.storeDegraded, m.storeLocal)
+	m.savings = newSavings(m.reg)
+	m.budget = newBudgetGauges(m.reg)
 	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -174,9 +181,11 @@ func (m *Metrics) Session(hit bool) {
 }
 
 // Category returns the Tesla billing category of a Fleet API path: signed_command and REST
-// commands are commands, wake_up is a wake, everything else is data.
+// commands are commands, wake_up is a wake, the vehicle list is free, everything else is data.
 func Category(path string) string {
 	switch {
+	case path == "/api/1/vehicles":
+		return CategoryFree
 	case strings.HasSuffix(path, "/signed_command") || strings.Contains(path, "/command/"):
 		return CategoryCommands
 	case strings.HasSuffix(path, "/wake_up"):

@@ -21,6 +21,7 @@ const (
 	RouteCommand     = "command"
 	RoutePassThrough = "pass_through"
 	RouteRejected    = "rejected"
+	RouteBudget      = "budget"
 )
 
 // Paths of the signed routes and of the proxy's own endpoints.
@@ -30,6 +31,7 @@ const (
 	PathMetrics   = "/metrics"
 	PathTelemetry = "/api/1/vehicles/fleet_telemetry_config"
 	PathCommand   = "/api/1/vehicles/{vin}/command/{name}"
+	PathBudget    = "/budget"
 )
 
 // Deps are what the router serves. Nil handlers leave their route to pass-through (Commands,
@@ -52,6 +54,12 @@ type Deps struct {
 	Observe func(route string, status int, seconds float64)
 	// InFlight, when not nil, is told when a request starts (+1) and ends (-1).
 	InFlight func(delta float64)
+	// Budget serves GET /budget (the -monthly-budget figures) on the main listener; nil when
+	// there is no budget or the figures live on the metrics listener.
+	Budget http.Handler
+	// PassThrough, when not nil, serves the pass-through routes (after the token check) in
+	// place of Forward, which it wraps: -coalesce-reads, say. Nil means Forward.
+	PassThrough http.Handler
 	// Degraded, when not nil, reports whether the proxy serves with reduced guarantees (the
 	// shared session store unreachable); /health then says so, still with 200, since the proxy
 	// does serve. Nil means never.
@@ -88,13 +96,20 @@ func NewRouter(d Deps) http.Handler {
 	if d.Metrics != nil {
 		r.Handle(PathMetrics, routeClass(RouteMetrics, methods(d.Metrics, http.MethodGet)))
 	}
+	if d.Budget != nil {
+		r.Handle(PathBudget, routeClass(RouteBudget, d.Budget))
+	}
 	if d.Telemetry != nil {
 		r.Handle(PathTelemetry, routeClass(RouteTelemetry, requireToken(d.Forward, methods(d.Telemetry, http.MethodPost))))
 	}
 	if d.Commands != nil {
 		r.Handle(PathCommand, routeClass(RouteCommand, requireToken(d.Forward, methods(built(d.Commands), http.MethodPost))))
 	}
-	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, d.Forward))
+	var through http.Handler = d.Forward
+	if d.PassThrough != nil {
+		through = d.PassThrough
+	}
+	passThrough := routeClass(RoutePassThrough, requireToken(d.Forward, through))
 	catchAll := r.PathPrefix("/").Handler(passThrough)
 
 	h := refuseOdd(dispatch(r, catchAll))

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/jws"
+	"github.com/teslaproxy/proxy/internal/vehicleid"
 )
 
 // PathTelemetryJWS is where a signed telemetry config goes upstream.
@@ -29,6 +32,9 @@ type Telemetry struct {
 	Logger       *zap.Logger
 	// Now returns the time "exp" must lie after; nil means time.Now.
 	Now func() time.Time
+	// VIN, when not nil, turns a numeric vehicle id in "vins" into the vehicle's VIN (see
+	// vehicleid.Resolver.VIN). Nil refuses numeric ids with 400.
+	VIN func(ctx context.Context, id string) (string, error)
 }
 
 // ServeHTTP implements http.Handler.
@@ -53,6 +59,23 @@ func (t *Telemetry) serve(w http.ResponseWriter, r *http.Request) error {
 	req, err := jws.ParseTelemetryRequest(body, now())
 	if err != nil {
 		return err
+	}
+	for i, v := range req.VINs {
+		if len(v) == 17 {
+			continue
+		}
+		// A numeric vehicle id: the Fleet API's JWS endpoint takes VINs.
+		if t.VIN == nil {
+			return apierr.New(http.StatusBadRequest, jws.ErrorWord, fmt.Sprintf("vins[%d] is a numeric vehicle id; give the vehicle's 17-character VIN", i))
+		}
+		if req.VINs[i], err = t.VIN(r.Context(), v); err != nil {
+			var re *vehicleid.ReplyError
+			if errors.As(err, &re) {
+				re.Reply.Write(w)
+				return nil
+			}
+			return err
+		}
 	}
 	token, overwritten, err := jws.SignTelemetryConfig(t.Key, req.Config)
 	if err != nil {

@@ -64,7 +64,7 @@ func TestRefusedBeforeSending(t *testing.T) {
 
 		// The path and method.
 		{name: "unknown command", path: cmd("fly_to_the_moon"), body: `{}`, wantStatus: 404, wantWord: "invalid_command", want: []string{"fly_to_the_moon"}},
-		{name: "numeric Fleet API id", path: "/api/1/vehicles/1492931337156091/command/honk_horn", wantStatus: 404, wantWord: "invalid_vin", want: []string{"VIN"}},
+		// A numeric Fleet API id costs a (free) vehicle-list call: internal/e2e/numericid_test.go.
 		{name: "short VIN", path: "/api/1/vehicles/5YJ3E1EA0KF00001/command/honk_horn", wantStatus: 404, wantWord: "invalid_vin", want: []string{"VIN"}},
 		{name: "lower-case VIN", path: "/api/1/vehicles/" + strings.ToLower(vin) + "/command/honk_horn", wantStatus: 404, wantWord: "invalid_vin", want: []string{"VIN"}},
 		{name: "GET", method: http.MethodGet, path: cmd("honk_horn"), wantStatus: 405, wantWord: "method_not_allowed", want: []string{"POST"}},

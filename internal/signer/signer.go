@@ -22,6 +22,8 @@ import (
 	"github.com/teslaproxy/proxy/internal/forward"
 	"github.com/teslaproxy/proxy/internal/httpstatus"
 	"github.com/teslaproxy/proxy/internal/sessions"
+	"github.com/teslaproxy/proxy/internal/vehicleid"
+	"github.com/teslaproxy/proxy/internal/wake"
 )
 
 // Options configures a Signer.
@@ -52,6 +54,12 @@ type Options struct {
 	OnSession func(ready bool)
 	// Logger receives the signer's log lines; nil means none.
 	Logger *zap.Logger
+	// IDs, when not nil, turns numeric vehicle ids in command paths into VINs. Nil answers 404
+	// to a numeric id.
+	IDs *vehicleid.Resolver
+	// Waker, when not nil, wakes a car that answers 408 and sends the command again
+	// (-auto-wake). Nil relays the 408.
+	Waker *wake.Waker
 }
 
 // Signer serves POST /api/1/vehicles/{vin}/command/{name}. It is safe for concurrent use.
@@ -72,6 +80,10 @@ type Signer struct {
 	counters counters
 	// admit keeps callers the Fleet API has not accepted for a car from holding its turn.
 	admit *admission
+	// waker wakes sleeping cars (-auto-wake); nil when off.
+	waker *wake.Waker
+	// ids resolves numeric vehicle ids; nil when off.
+	ids *vehicleid.Resolver
 }
 
 // New returns a Signer.
@@ -79,7 +91,7 @@ func New(o Options) (*Signer, error) {
 	if o.Key == nil || o.Forward == nil {
 		return nil, errors.New("signer: a key and a forwarder are required")
 	}
-	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission()}
+	s := &Signer{fwd: o.Forward, timeout: o.Timeout, maxBody: o.MaxBodyBytes, onSession: o.OnSession, log: o.Logger, store: o.Store, admit: newAdmission(), waker: o.Waker, ids: o.IDs}
 	s.counters.onHandshake = o.OnHandshake
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
@@ -160,6 +172,14 @@ const callBudget = 4
 var success = []byte(`{"response":{"result":true,"reason":""}}` + "\n")
 
 func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string) error {
+	if s.ids != nil && vehicleid.IsNumeric(vin) {
+		// A numeric id: the car is signed for by VIN, which the (free) vehicle list gives.
+		resolved, err := s.resolve(w, r, vin)
+		if err != nil || resolved == "" {
+			return err
+		}
+		vin = resolved
+	}
 	if err := checkVIN(vin); err != nil {
 		return err
 	}
@@ -191,18 +211,31 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	}
 	// Before the turn: a caller the Fleet API has not accepted for this car must not hold it
 	// (admit.go). The verdict is the status of the answer written, once the turn is released.
-	done, err := s.admit.admit(r.Context(), forward.TokenFrom(r.Context()), vin, s.timeout)
+	// With -auto-wake a command may also wait for its car to wake.
+	done, err := s.admit.admit(r.Context(), forward.TokenFrom(r.Context()), vin, s.timeout+s.wakeTimeout())
 	if err != nil {
 		return err
 	}
 	sw := &httpstatus.Writer{ResponseWriter: w}
 	w = sw
 	defer func() { done(sw.Status) }()
-	t, err := s.acquire(r.Context(), vin)
-	if err != nil {
+	if s.waker == nil {
+		_, err = s.attempt(w, r, vin, name, body, params, false)
 		return err
 	}
-	// The turn ends as soon as serve returns: with the record kept when it changed, released
+	return s.serveAwake(w, r, vin, name, body, params)
+}
+
+// attempt takes vin's turn and runs the command once. When wakeable is set and the Fleet API
+// answers 408 (the car is asleep or offline; nothing reached it), or the car is being woken
+// already, it writes nothing and returns its ticket to the car's wake, begun while it still holds
+// the turn, for the caller to wait for the wake and try again.
+func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name string, body []byte, params proxy.RequestParameters, wakeable bool) (woken *wake.Ticket, err error) {
+	t, err := s.acquire(r.Context(), vin)
+	if err != nil {
+		return nil, err
+	}
+	// The turn ends as soon as attempt returns: with the record kept when it changed, released
 	// as it was otherwise.
 	var keep *sessions.Record
 	defer func() {
@@ -213,11 +246,16 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		}
 	}()
 
+	if t, ok := s.joinWake(r, vin, wakeable); ok {
+		// The car was found asleep while this command queued for it: wait for its wake
+		// rather than pay for another 408.
+		return t, nil
+	}
 	rec := t.Record()
 	orig := rec
 	if rec.Legacy {
 		s.forwardREST(w, r, "", body)
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
@@ -227,10 +265,10 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	action, err := extractAction(ctx, name, params)
 	if errors.Is(err, proxy.ErrCommandUseRESTAPI) {
 		s.forwardREST(w, r, "", body)
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = s.run(ctx, vin, &rec, name, action)
 	var ue *upstreamError
@@ -244,7 +282,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		err = s.run(ctx, vin, &rec, name, action)
 		ue = nil
 	}
-	if s.onSession != nil {
+	if s.onSession != nil && !(wakeable && asleep(err)) {
 		s.onSession(st.handshakes.Load() == 0)
 	}
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
@@ -254,7 +292,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 		keep = &rec
 		s.log.Info("vehicle does not support signed commands; using the REST API for it", zap.String("vin", vin))
 		s.forwardREST(w, r, "", body)
-		return nil
+		return nil, nil
 	}
 	if rec != orig {
 		keep = &rec
@@ -263,20 +301,24 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request, vin, name string)
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(success)
-		return nil
+		return nil, nil
 	case protocol.IsNominalError(err):
 		// The vehicle got the command and declined it: the REST API's answer for that.
 		b, _ := json.Marshal(refusal{Response: refusalBody{Result: false, Reason: refusalReason(err)}})
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(append(b, '\n'))
-		return nil
+		return nil, nil
+	case wakeable && ue != nil && ue.reply != nil && ue.reply.Status == http.StatusRequestTimeout:
+		// Asleep or offline: the Fleet API did not reach the car, so nothing ran. The wake
+		// begins before the turn is released.
+		return s.waker.Begin(r.Context(), vin)
 	case ue != nil && ue.reply != nil && ue.reply.Status < 500:
 		// The Fleet API refused the call (asleep 408, rate limit 429 with Retry-After, token
 		// or scope problems): relay its answer as it came.
 		ue.reply.Write(w)
-		return nil
+		return nil, nil
 	default:
-		return answer(ctx, err)
+		return nil, answer(ctx, err)
 	}
 }
 

@@ -62,6 +62,12 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// AllowNets limits the client networks served.
 	AllowNets []netip.Prefix
+	// App, when not nil, may change the proxy's options before it is assembled (to turn on
+	// features such as -auto-wake).
+	App func(*app.Options)
+	// Upstream, when not nil, wraps the simulator's handler (to answer a route it does not
+	// simulate).
+	Upstream func(http.Handler) http.Handler
 }
 
 // Env is a running simulator and proxy.
@@ -113,7 +119,11 @@ func Start(t testing.TB, o Options) *Env {
 		}
 		vins = append(vins, vin)
 	}
-	simTS, simPool := StartTLS(t, sim)
+	var simHandler http.Handler = sim
+	if o.Upstream != nil {
+		simHandler = o.Upstream(sim)
+	}
+	simTS, simPool := StartTLS(t, simHandler)
 	up, _ := url.Parse(simTS.URL)
 
 	tr := UpstreamTransport(t, o.Timeout, simPool)
@@ -131,6 +141,12 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Metrics != nil {
 		ao.Metrics, ao.Observe, ao.InFlight, ao.OnUpstream = o.Metrics.Handler(), o.Metrics.Observe, o.Metrics.InFlight, o.Metrics.Upstream
 		ao.OnHandshake, ao.OnSession = o.Metrics.Handshake, o.Metrics.Session
+		ao.OnWake, ao.OnWakeAvoided, ao.OnWakePoll = o.Metrics.WakeSent, o.Metrics.WakeAvoided, o.Metrics.WakePoll
+		ao.OnVehicleIDLookup, ao.OnReadSaved = o.Metrics.VehicleIDLookup, o.Metrics.ReadSaved
+		ao.OnLegacyLearned = o.Metrics.LegacyCallSaved
+	}
+	if o.App != nil {
+		o.App(&ao)
 	}
 	a, err := app.New(ao)
 	if err != nil {
