@@ -56,117 +56,67 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		log.Info("-disable-session-cache is set: vehicle sessions are kept in memory only, not in -session-cache", zap.String("session_cache", cfg.SessionCache))
 		cfg.SessionCache = ""
 	}
-	var tlsConfig *tls.Config
-	var reloader *server.CertReloader
-	if !cfg.Plaintext {
-		if same, err := server.SameKey(cfg.TLSKeyFile, key.PublicBytes()); err != nil {
-			return err
-		} else if same {
-			return fmt.Errorf("the TLS key %s is the command-signing key: use a separate key for TLS (scripts/gen-certs.sh makes one)", cfg.TLSKeyFile)
-		}
-		if reloader, err = server.NewCertReloader(cfg.CertFile, cfg.TLSKeyFile); err != nil {
-			return err
-		}
-		tlsConfig = server.TLSConfig(reloader.GetCertificate)
-		if cfg.ClientCA != "" {
-			pool, err := loadCertPool(cfg.ClientCA)
-			if err != nil {
-				return fmt.Errorf("client CA: %w", err)
-			}
-			tlsConfig.ClientCAs = pool
-			tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
-		}
+	tlsConfig, reloader, err := serverTLS(cfg, key)
+	if err != nil {
+		return err
 	}
-
-	upstream := rt.Upstream
 	m := metrics.New()
-	transport, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: cfg.UpstreamHTTP2})
+	upstreamRT, err := upstreamTransport(cfg, m)
 	if err != nil {
 		return err
 	}
-	var upstreamRT http.RoundTripper = transport
-	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
-		// HTTP/1.1 for the first requests in flight to a host, HTTP/2 streams beyond them.
-		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: true})
-		if err != nil {
-			return err
-		}
-		upstreamRT = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
-	}
-	// With a bound on upstream connections, count the requests waiting for one (without a
-	// bound no request waits, and the wrapper would only cost).
-	if cfg.UpstreamMaxConns > 0 {
-		upstreamRT = forward.CountConnWaits(upstreamRT, m.UpstreamConnWait)
-	}
-	// Sessions survive restarts: the store reads what an earlier run saved and writes what
-	// changes. It is closed last, after the server has finished every command, so the final
-	// write holds every session.
-	store, err := sessions.Open(sessions.Options{Path: cfg.SessionCache, Size: cfg.CacheSize, Logger: log.Named("sessions")})
+	st, err := openStores(cfg, key, m, log)
+	// Closed last, after the server has finished every command, so the final writes hold every
+	// session and the month's spend.
+	defer st.close()
 	if err != nil {
 		return err
-	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
-		}
-	}()
-	// With -session-store, replicas share sessions and per-vehicle leases through Redis; the
-	// store above stays this replica's local copy. Deferred after the store, so closed before it.
-	var shared signer.SharedStore
-	// The month's spend (-monthly-budget) is kept where the sessions are: the session file, or
-	// Redis, where the replicas add up their spend.
-	var budgetStore budget.Store = store
-	if cfg.SessionStore != "" {
-		rs, err := sessions.OpenRedis(sessions.RedisOptions{
-			URL:      cfg.SessionStore,
-			Prefix:   sessions.KeyPrefix(key.PublicBytes()),
-			Local:    store,
-			LeaseTTL: leaseTTL(cfg.Timeout),
-			Hooks: sessions.RedisHooks{
-				Call: m.StoreCall, LockWait: m.StoreLockWait, LeaseLost: m.StoreLeaseLost,
-				Degraded: m.StoreDegraded, LocalCommand: m.StoreLocalCommand,
-			},
-			Logger: log.Named("session-store"),
-		})
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		shared = rs
-		budgetStore = rs
-		log.Info("sharing vehicle sessions with other replicas", zap.String("session_store", storeHost(cfg.SessionStore)), zap.Bool("reachable", !rs.Degraded()))
 	}
 	var metricsOnMain http.Handler
 	if cfg.MetricsAddr == "" {
 		metricsOnMain = m.Handler()
 	}
-	// With -monthly-budget the month's estimated spend is kept in the session file and billed
-	// calls are refused once it is spent. Deferred after the store, so saved before it closes.
-	onUpstream := m.Upstream
-	var bud *budget.Budget
-	if cfg.MonthlyBudget > 0 {
-		bud = budget.New(budget.Options{Limit: cfg.MonthlyBudget, WarnOnly: cfg.BudgetMode == "warn", Store: budgetStore,
-			OnChange: m.Budget, OnRefused: m.BudgetRefused, Logger: log})
-		defer bud.Close()
-		onUpstream = func(method, path string, status int) {
-			m.Upstream(method, path, status)
-			bud.Record(method, path, status)
-		}
-		f := bud.Figures()
-		log.Info("monthly budget", zap.Float64("budget_dollars", f.BudgetDollars), zap.Float64("spent_dollars", f.SpentDollars),
-			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != "" || cfg.SessionStore != ""))
+	a, err := app.New(appOptions(cfg, rt, key, upstreamRT, st, m, metricsOnMain, log))
+	if err != nil {
+		return err
 	}
-	a, err := app.New(app.Options{
+	defer a.Close()
+	if cfg.MetricsAddr != "" {
+		var budgetH http.Handler
+		if st.budget != nil {
+			budgetH = server.AllowOnly(rt.Allow, st.budget.Handler())
+		}
+		if err := serveMetrics(ctx, cfg.MetricsAddr, server.AllowOnly(rt.Allow, m.Handler()), budgetH, log); err != nil {
+			return err
+		}
+	}
+	// Catch SIGHUP before the listen line is logged: a reload sent as soon as the proxy says it
+	// is up must not meet the default action, which ends the process.
+	if reloader != nil {
+		defer reloadOnHUP(ctx, reloader, log)()
+	}
+	return serve(ctx, cfg, a.Handler, tlsConfig, describeUpstream(rt.Upstream), log, func(url string) {
+		if printReady != nil {
+			printReady(url, stdout)
+		}
+	})
+}
+
+// appOptions are the settings app.New assembles the proxy from, taken from the configuration,
+// the upstream transport, the stores and the metrics.
+func appOptions(cfg config.Config, rt config.Runtime, key protocol.ECDHPrivateKey, upstreamRT http.RoundTripper, st *stores,
+	m *metrics.Metrics, metricsOnMain http.Handler, log *zap.Logger) app.Options {
+	return app.Options{
 		Key:              key,
-		Upstream:         upstream,
+		Upstream:         rt.Upstream,
 		Transport:        upstreamRT,
 		Timeout:          cfg.Timeout,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
 		IdleTimeout:      cfg.IdleTimeout,
-		Sessions:         store,
-		Shared:           shared,
-		OnUpstream:       onUpstream,
+		Sessions:         st.local,
+		Shared:           st.shared,
+		OnUpstream:       st.onUpstream,
 		OnHandshake:      m.Handshake,
 		OnSession:        m.Session,
 		AllowNets:        rt.Allow,
@@ -188,45 +138,158 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 		ReadCacheTTL:      cfg.ReadCacheTTL,
 		OnReadSaved:       m.ReadSaved,
 		OnLegacyLearned:   m.LegacyCallSaved,
-		Budget:            bud,
-	})
-	if err != nil {
-		return err
+		Budget:            st.budget,
 	}
-	defer a.Close()
-	handler := a.Handler
-	if cfg.MetricsAddr != "" {
-		var budgetH http.Handler
-		if bud != nil {
-			budgetH = server.AllowOnly(rt.Allow, bud.Handler())
-		}
-		if err := serveMetrics(ctx, cfg.MetricsAddr, server.AllowOnly(rt.Allow, m.Handler()), budgetH, log); err != nil {
-			return err
-		}
-	}
+}
 
-	// Catch SIGHUP before the listen line is logged: a reload sent as soon as the proxy says it
-	// is up must not meet the default action, which ends the process.
-	if reloader != nil {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					if err := reloader.Reload(); err != nil {
-						log.Error("TLS certificate reload failed; still serving the old one", zap.Error(err))
-					} else {
-						log.Info("TLS certificate reloaded")
-					}
+// serverTLS returns the listener's TLS settings and the certificate reloader, or nil and nil
+// with -plaintext.
+func serverTLS(cfg config.Config, key protocol.ECDHPrivateKey) (*tls.Config, *server.CertReloader, error) {
+	if cfg.Plaintext {
+		return nil, nil, nil
+	}
+	if same, err := server.SameKey(cfg.TLSKeyFile, key.PublicBytes()); err != nil {
+		return nil, nil, err
+	} else if same {
+		return nil, nil, fmt.Errorf("the TLS key %s is the command-signing key: use a separate key for TLS (scripts/gen-certs.sh makes one)", cfg.TLSKeyFile)
+	}
+	reloader, err := server.NewCertReloader(cfg.CertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsConfig := server.TLSConfig(reloader.GetCertificate)
+	if cfg.ClientCA != "" {
+		pool, err := loadCertPool(cfg.ClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client CA: %w", err)
+		}
+		tlsConfig.ClientCAs = pool
+		tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tlsConfig, reloader, nil
+}
+
+// upstreamTransport returns what carries every Fleet API call: HTTP/1.1 for the first requests in
+// flight to a host and HTTP/2 streams beyond them, unless -upstream-http2 or
+// -upstream-http1-requests 0 asks for one protocol only.
+func upstreamTransport(cfg config.Config, m *metrics.Metrics) (http.RoundTripper, error) {
+	opts := forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: cfg.UpstreamHTTP2}
+	transport, err := forward.NewTransport(opts)
+	if err != nil {
+		return nil, err
+	}
+	var rt http.RoundTripper = transport
+	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
+		opts.HTTP2 = true
+		h2, err := forward.NewTransport(opts)
+		if err != nil {
+			return nil, err
+		}
+		rt = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
+	}
+	// With a bound on upstream connections, count the requests waiting for one (without a
+	// bound no request waits, and the wrapper would only cost).
+	if cfg.UpstreamMaxConns > 0 {
+		rt = forward.CountConnWaits(rt, m.UpstreamConnWait)
+	}
+	return rt, nil
+}
+
+// stores are where the proxy keeps what outlives a request: the cars' sessions (this replica's
+// copy, and Redis with -session-store) and the month's spend (-monthly-budget).
+type stores struct {
+	local      *sessions.Store
+	shared     signer.SharedStore
+	budget     *budget.Budget
+	onUpstream func(method, path string, status int)
+	closers    []func()
+}
+
+// close closes what openStores opened, newest first: the budget saves its figure into the
+// store before that closes, and the local store is written last.
+func (s *stores) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// openStores opens the session store (reading what an earlier run saved), Redis with
+// -session-store, and the budget with -monthly-budget, which is kept where the sessions are: the
+// session file, or Redis, where the replicas add up their spend. What it opened is closed by the
+// result's close, also when it fails.
+func openStores(cfg config.Config, key protocol.ECDHPrivateKey, m *metrics.Metrics, log *zap.Logger) (*stores, error) {
+	st := &stores{onUpstream: m.Upstream}
+	local, err := sessions.Open(sessions.Options{Path: cfg.SessionCache, Size: cfg.CacheSize, Logger: log.Named("sessions")})
+	if err != nil {
+		return st, err
+	}
+	st.local = local
+	st.closers = append(st.closers, func() {
+		if err := local.Close(); err != nil {
+			log.Warn("could not save sessions at shutdown", zap.String("file", cfg.SessionCache), zap.Error(err))
+		}
+	})
+	var budgetStore budget.Store = local
+	if cfg.SessionStore != "" {
+		rs, err := sessions.OpenRedis(sessions.RedisOptions{
+			URL:      cfg.SessionStore,
+			Prefix:   sessions.KeyPrefix(key.PublicBytes()),
+			Local:    local,
+			LeaseTTL: leaseTTL(cfg.Timeout),
+			Hooks: sessions.RedisHooks{
+				Call: m.StoreCall, LockWait: m.StoreLockWait, LeaseLost: m.StoreLeaseLost,
+				Degraded: m.StoreDegraded, LocalCommand: m.StoreLocalCommand,
+			},
+			Logger: log.Named("session-store"),
+		})
+		if err != nil {
+			return st, err
+		}
+		st.closers = append(st.closers, func() { _ = rs.Close() })
+		st.shared, budgetStore = rs, rs
+		log.Info("sharing vehicle sessions with other replicas", zap.String("session_store", storeHost(cfg.SessionStore)), zap.Bool("reachable", !rs.Degraded()))
+	}
+	if cfg.MonthlyBudget > 0 {
+		bud := budget.New(budget.Options{Limit: cfg.MonthlyBudget, WarnOnly: cfg.BudgetMode == "warn", Store: budgetStore,
+			OnChange: m.Budget, OnRefused: m.BudgetRefused, Logger: log})
+		st.closers = append(st.closers, bud.Close)
+		st.budget = bud
+		st.onUpstream = func(method, path string, status int) {
+			m.Upstream(method, path, status)
+			bud.Record(method, path, status)
+		}
+		f := bud.Figures()
+		log.Info("monthly budget", zap.Float64("budget_dollars", f.BudgetDollars), zap.Float64("spent_dollars", f.SpentDollars),
+			zap.String("mode", f.Mode), zap.Bool("kept_across_restarts", cfg.SessionCache != "" || cfg.SessionStore != ""))
+	}
+	return st, nil
+}
+
+// reloadOnHUP reloads the TLS certificate on every SIGHUP until ctx ends, and returns the function
+// that stops catching the signal.
+func reloadOnHUP(ctx context.Context, reloader *server.CertReloader, log *zap.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := reloader.Reload(); err != nil {
+					log.Error("TLS certificate reload failed; still serving the old one", zap.Error(err))
+				} else {
+					log.Info("TLS certificate reloaded")
 				}
 			}
-		}()
-	}
+		}
+	}()
+	return func() { signal.Stop(hup) }
+}
 
+// serve listens, logs the listen line (how callers of -port 0 find the proxy), tells ready the
+// URL, and serves handler until ctx ends.
+func serve(ctx context.Context, cfg config.Config, handler http.Handler, tlsConfig *tls.Config, upstream string, log *zap.Logger, ready func(url string)) error {
 	ln, err := listen(cfg)
 	if err != nil {
 		return err
@@ -235,13 +298,11 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, stdout io.Writ
 	if tlsConfig == nil {
 		scheme = "http"
 	}
-	log.Info("listening on "+listenURL(scheme, ln.Addr()), zap.String("upstream", describeUpstream(upstream)))
+	addr := listenURL(scheme, ln.Addr())
+	log.Info("listening on "+addr, zap.String("upstream", upstream))
 	warnExposure(cfg, log)
 	_ = log.Sync() // the listen line is how callers of -port 0 find the proxy: now, not in a second
-	if printReady != nil {
-		printReady(listenURL(scheme, ln.Addr()), stdout)
-	}
-
+	ready(addr)
 	err = server.Serve(ctx, ln, server.Options{
 		Handler:         handler,
 		TLSConfig:       tlsConfig,
