@@ -153,56 +153,57 @@ backend replicas
 	return e, url, nil
 }
 
-// rowReplicas needs redis-server and haproxy (Debian's packages, as scripts/test.sh installs);
-// without them it says so and is left out.
-func (b *bench) rowReplicas() error {
-	redisBin, err1 := exec.LookPath("redis-server")
-	haproxyBin, err2 := exec.LookPath("haproxy")
-	if err1 != nil || err2 != nil {
-		fmt.Fprintln(os.Stderr, "replicas row left out: it needs redis-server and haproxy on PATH (apt-get install redis-server haproxy)")
-		return nil
+// startReplicaSets starts redis-server, replicaCount replicas of each proxy (ours sharing sessions
+// through that Redis) and one HAProxy in front of each set, and returns the two sets as
+// contenders. stop ends everything started, also when it fails.
+func (b *bench) startReplicaSets(redisBin, haproxyBin string) (contenders []*contender, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
 	}
 	_, certPEM, keyPEM, err := b.pki.leaf()
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
 	if _, err := writeFiles(b.tmp, map[string][]byte{"haproxy.pem": append(append([]byte{}, certPEM...), keyPEM...)}); err != nil {
-		return err
+		return nil, stop, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
 	redisAddr := "127.0.0.1:" + strconv.Itoa(port)
 	redis, err := startExternal(b.tmp, "redis", redisBin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no")
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
-	defer redis.stop()
+	stops = append(stops, redis.stop)
 	if err := waitFor("redis-server", func() bool { return redisUp(redisAddr) }); err != nil {
-		return err
+		return nil, stop, err
 	}
 
 	keys := []string{"-key-file", filepath.Join(b.tmp, "command.pem"), "-cert", filepath.Join(b.tmp, "tls.pem"), "-tls-key", filepath.Join(b.tmp, "tls-key.pem")}
 	simAddr := strings.TrimPrefix(b.simURL, "https://")
 	var ours, refs []*child
-	defer func() {
+	stops = append(stops, func() {
 		for _, c := range append(ours, refs...) {
 			c.stop()
 		}
-	}()
+	})
 	for i := range replicaCount {
 		o, err := startChild(fmt.Sprintf("ours-replica%d", i+1), b.ours.proc.bin, b.tmp, append(append([]string{}, keys...),
 			"-host", "127.0.0.1", "-port", "0", "-upstream", b.simURL, "-upstream-ca", filepath.Join(b.tmp, "ca.pem"),
 			"-session-store", "redis://"+redisAddr+"/0")...)
 		if err != nil {
-			return err
+			return nil, stop, err
 		}
 		ours = append(ours, o)
 		r, err := startChild(fmt.Sprintf("reference-replica%d", i+1), b.ref.proc.bin, b.tmp, append(append([]string{}, keys...),
 			"-sim", simAddr, "-sim-ca", filepath.Join(b.tmp, "ca.pem"))...)
 		if err != nil {
-			return err
+			return nil, stop, err
 		}
 		refs = append(refs, r)
 	}
@@ -215,22 +216,38 @@ func (b *bench) rowReplicas() error {
 	}
 	lbOurs, oursURL, err := b.startBalancer(haproxyBin, "haproxy-ours", urls(ours))
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
-	defer lbOurs.stop()
+	stops = append(stops, lbOurs.stop)
 	lbRef, refURL, err := b.startBalancer(haproxyBin, "haproxy-reference", urls(refs))
+	if err != nil {
+		return nil, stop, err
+	}
+	stops = append(stops, lbRef.stop)
+
+	return []*contender{
+		{name: "ours", url: oursURL, group: ours},
+		{name: "reference", url: refURL, group: refs},
+	}, stop, nil
+}
+
+// rowReplicas needs redis-server and haproxy (Debian's packages, as scripts/test.sh installs);
+// without them it says so and is left out.
+func (b *bench) rowReplicas() error {
+	redisBin, err1 := exec.LookPath("redis-server")
+	haproxyBin, err2 := exec.LookPath("haproxy")
+	if err1 != nil || err2 != nil {
+		fmt.Fprintln(os.Stderr, "replicas row left out: it needs redis-server and haproxy on PATH (apt-get install redis-server haproxy)")
+		return nil
+	}
+	contenders, stop, err := b.startReplicaSets(redisBin, haproxyBin)
+	defer stop()
 	if err != nil {
 		return err
 	}
-	defer lbRef.stop()
-
 	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: replicaLatency}, Data: fleetsim.Delay{Base: replicaLatency},
 		Wakes: fleetsim.Delay{Base: replicaLatency}, Other: fleetsim.Delay{Base: replicaLatency}})
 	defer b.sim.SetLatency(fleetsim.Latency{})
-	contenders := []*contender{
-		{name: "ours", url: oursURL, group: ours},
-		{name: "reference", url: refURL, group: refs},
-	}
 	var jobs, firsts []*job
 	for _, c := range contenders {
 		var targets []vegeta.Target

@@ -270,21 +270,11 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 	if err != nil {
 		return nil, err
 	}
-	err = s.run(ctx, vin, &rec, name, action)
-	var ue *upstreamError
-	if errors.As(err, &ue) && ue.gaveUp {
-		// Every try was rejected with a fault, so nothing ran. The stored session of the
-		// command's domain is beyond repair (say the vehicle's key changed): start over with a
-		// fresh handshake, once.
-		s.log.Warn("vehicle kept rejecting its session; starting a new one", zap.String("vin", vin))
-		rec.Sessions[storeDomain(domainOf(name))] = sessions.Session{}
-		st.sends.Store(0)
-		err = s.run(ctx, vin, &rec, name, action)
-		ue = nil
-	}
+	err = s.runRepairing(ctx, vin, &rec, name, action, st)
 	if s.onSession != nil && !(wakeable && asleep(err)) {
 		s.onSession(st.handshakes.Load() == 0)
 	}
+	var ue *upstreamError
 	if errors.As(err, &ue) && ue.reply != nil && ue.reply.Status == http.StatusUnprocessableEntity {
 		// The vehicle predates the protocol: remember that and send the REST command as the
 		// app wrote it.
@@ -297,6 +287,29 @@ func (s *Signer) attempt(w http.ResponseWriter, r *http.Request, vin, name strin
 	if rec != orig {
 		keep = &rec
 	}
+	return s.respond(ctx, w, r, vin, err, ue, wakeable)
+}
+
+// runRepairing runs the action on the car. When every try was rejected with a fault, nothing
+// ran, and the stored session of the command's domain is beyond repair (say the vehicle's key
+// changed): it starts over with a fresh handshake, once.
+func (s *Signer) runRepairing(ctx context.Context, vin string, rec *sessions.Record, name string, action func(*vehicle.Vehicle) error, st *reqState) error {
+	err := s.run(ctx, vin, rec, name, action)
+	var ue *upstreamError
+	if errors.As(err, &ue) && ue.gaveUp {
+		s.log.Warn("vehicle kept rejecting its session; starting a new one", zap.String("vin", vin))
+		rec.Sessions[storeDomain(domainOf(name))] = sessions.Session{}
+		st.sends.Store(0)
+		err = s.run(ctx, vin, rec, name, action)
+	}
+	return err
+}
+
+// respond writes a signed command's outcome: success, the car's refusal as the REST API words
+// it, or the Fleet API's own answer; or it begins a wake for a sleeping car (wakeable, with
+// -auto-wake), or returns the error for the caller to write. ue is err's upstream error, if any;
+// ctx is the command's, whose end decides how a failure reads.
+func (s *Signer) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, vin string, err error, ue *upstreamError, wakeable bool) (*wake.Ticket, error) {
 	switch {
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
