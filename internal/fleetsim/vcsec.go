@@ -9,7 +9,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/carserver"
 	verrors "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/errors"
+	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/vcsec"
 )
 
@@ -228,4 +230,30 @@ func mustMarshal(m proto.Message) []byte {
 		panic("fleetsim: marshal: " + err.Error())
 	}
 	return b
+}
+
+// replyResult reads the car's verdict from the application-layer reply it built: "ok", or the
+// reason it refused (an Infotainment result reason, a VCSEC generic error or whitelist status).
+func replyResult(domain universal.Domain, out []byte) string {
+	if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
+		var m vcsec.FromVCSECMessage
+		if proto.Unmarshal(out, &m) != nil {
+			return "ok"
+		}
+		if e := m.GetNominalError(); e != nil {
+			return strings.ToLower(strings.TrimPrefix(e.GetGenericError().String(), "GENERICERROR_"))
+		}
+		if w := m.GetCommandStatus().GetWhitelistOperationStatus(); w != nil && w.GetOperationStatus() == vcsec.OperationStatus_E_OPERATIONSTATUS_ERROR {
+			return strings.ToLower(strings.TrimPrefix(w.GetWhitelistOperationInformation().String(), "WHITELISTOPERATION_INFORMATION_"))
+		}
+		return "ok"
+	}
+	var r carserver.Response
+	if proto.Unmarshal(out, &r) != nil || r.GetActionStatus().GetResult() != carserver.OperationStatus_E_OPERATIONSTATUS_ERROR {
+		return "ok"
+	}
+	if reason := r.GetActionStatus().GetResultReason().GetPlainText(); reason != "" {
+		return reason
+	}
+	return "error"
 }

@@ -62,6 +62,9 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// AllowNets limits the client networks served.
 	AllowNets []netip.Prefix
+	// Echo makes the new simulator answer the read routes with echoes (fleetsim.Options.Echo),
+	// for tests of what the proxy passes through.
+	Echo bool
 }
 
 // Env is a running simulator and proxy.
@@ -103,7 +106,7 @@ func Start(t testing.TB, o Options) *Env {
 	pub := PublicKey(t, o.Key)
 	sim := o.Sim
 	if sim == nil {
-		sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}})
+		sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Echo: o.Echo})
 	}
 	var vins []string
 	for i := 0; i < o.Vehicles; i++ {
