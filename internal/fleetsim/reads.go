@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -121,10 +122,26 @@ func (s *Server) handleVehicleData(w http.ResponseWriter, r *http.Request, c cal
 		return
 	}
 	out := s.vehicleObject(v, st, c.f)
-	for k, sec := range vehicleDataSections(st, parseSections(r.URL.Query().Get("endpoints")), s.now()) {
+	for k, sec := range vehicleDataSections(st, parseSections(queryParam(r.URL.RawQuery, "endpoints")), s.now()) {
 		out[k] = sec
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"response": out})
+}
+
+// queryParam returns a query parameter, splitting the query at '&' only: the Fleet API's
+// endpoints value is separated by ';', which net/url no longer accepts as a separator and drops
+// with its whole pair.
+func queryParam(rawQuery, key string) string {
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if uk, err := url.QueryUnescape(k); err != nil || uk != key {
+			continue
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			return uv
+		}
+	}
+	return ""
 }
 
 // dataRequestSections are the sections GET …/data_request/{section} serves, as the owner API

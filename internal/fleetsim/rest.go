@@ -156,9 +156,10 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 		}
 		st.setClimateKeeper(climateKeeperModes[m])
 	case "set_cop_temp":
-		levels := []string{"Low", "Medium", "High"}
+		// 1 low, 2 medium, 3 high: the numbering vehicle-command sends to signed cars too.
+		levels := []string{"", "Low", "Medium", "High"}
 		i := int(p.int32("cop_temp"))
-		if i < 0 || i >= len(levels) {
+		if i < 1 || i >= len(levels) {
 			return "invalid_value"
 		}
 		st.CopActivationTemp = levels[i]
