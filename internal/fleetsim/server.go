@@ -1,6 +1,7 @@
 package fleetsim
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/sha256"
@@ -571,16 +572,19 @@ func writeFleetError(w http.ResponseWriter, code int, errText, desc string, h ht
 	apierr.Write(w, &apierr.Error{Code: code, Word: errText, Msg: desc, Header: h})
 }
 
-// writeJSON writes v as a JSON answer.
+// writeJSON writes v as a JSON answer. Like the Fleet API's, it does not escape <, > and &
+// ("<invalid>" stays as it is).
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // sleepCtx waits d or until ctx ends.

@@ -210,7 +210,7 @@ function render(state) {
   }));
   $("billing-calls").textContent = String(calls);
   $("billing-total").textContent = money(state.total_usd, 4);
-  $("total-usd").textContent = money(state.total_usd, 2);
+  $("total-usd").textContent = money(state.total_usd, 3);
   $("upstream").textContent = String(state.upstream);
   $("handshakes").textContent = String(state.handshakes);
   $("rejections").textContent = String(state.rejections);
