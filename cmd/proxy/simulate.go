@@ -95,6 +95,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		TLSConfig:         tlsConfig,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
+	srv.RegisterOnShutdown(sim.StopEvents) // dashboards' event streams would hold Shutdown up
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"

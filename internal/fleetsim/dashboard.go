@@ -165,6 +165,12 @@ const (
 // handleSimEvents is GET /sim/events: server-sent events, one "state" event with the
 // DashboardState JSON at once and after every change.
 func (s *Server) handleSimEvents(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.stopEvents:
+		apierr.Write(w, apierr.New(http.StatusServiceUnavailable, "shutting_down", "The simulator is shutting down."))
+		return
+	default:
+	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -187,6 +193,8 @@ func (s *Server) handleSimEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-s.stopEvents:
+			return
 		case <-changed:
 		case <-refresh.C:
 		}
@@ -194,6 +202,13 @@ func (s *Server) handleSimEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// StopEvents ends every open /sim/events stream, now and from now on, so that a graceful server
+// shutdown does not wait for dashboards to go away. Register it with
+// http.Server.RegisterOnShutdown.
+func (s *Server) StopEvents() {
+	s.stopOnce.Do(func() { close(s.stopEvents) })
 }
 
 // handleSimWake is POST /sim/vehicles/{vin}/wake: wake the car as wake_up does (after

@@ -61,8 +61,11 @@ type Server struct {
 	// invitations are the driver invitations per VIN, and nextInvitation numbers them (s.mu).
 	invitations    map[string][]invitation
 	nextInvitation int64
-	// changes wakes the dashboard's event streams when something changed.
-	changes broadcast
+	// changes wakes the dashboard's event streams when something changed; stopEvents ends them
+	// (StopEvents).
+	changes    broadcast
+	stopEvents chan struct{}
+	stopOnce   sync.Once
 
 	// refused maps the SHA-256 of a bearer token to how the Fleet API refuses it (RefuseToken),
 	// and tokenCalls counts the Fleet API requests seen per token hash.
@@ -129,6 +132,8 @@ func New(opts Options) *Server {
 		life:      lifecycle{sleepAfter: opts.SleepAfter, wakeTime: opts.WakeTime},
 		echo:      opts.Echo,
 		recent:    make(map[string][]Execution),
+
+		stopEvents: make(chan struct{}),
 
 		invitations: make(map[string][]invitation),
 	}
@@ -461,30 +466,33 @@ func (s *Server) countRequest(route string, status int) {
 	s.changes.notify()
 }
 
-// broadcast lets any number of watchers wait for the next change. notify never blocks.
+// broadcast lets any number of watchers wait for the next change. notify is one atomic load
+// while nobody watches, so counting a request stays cheap.
 type broadcast struct {
-	mu sync.Mutex
-	ch chan struct{} // closed at the next notify; nil while nobody waits
+	ch atomic.Pointer[chan struct{}] // closed at the next notify; nil while nobody waits
 }
 
 // notify wakes every watcher.
 func (b *broadcast) notify() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch != nil {
-		close(b.ch)
-		b.ch = nil
+	if b.ch.Load() == nil {
+		return
+	}
+	if p := b.ch.Swap(nil); p != nil {
+		close(*p)
 	}
 }
 
 // next returns a channel closed at the next notify.
 func (b *broadcast) next() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch == nil {
-		b.ch = make(chan struct{})
+	for {
+		if p := b.ch.Load(); p != nil {
+			return *p
+		}
+		c := make(chan struct{})
+		if b.ch.CompareAndSwap(nil, &c) {
+			return c
+		}
 	}
-	return b.ch
 }
 
 // call is what api resolved for one Fleet API request, once, before its handler runs.

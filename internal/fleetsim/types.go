@@ -182,7 +182,10 @@ type Stats struct {
 	// JWSRejected counts telemetry-config tokens refused (bad signature, untrusted key, wrong aud).
 	JWSRejected int `json:"jws_rejected"`
 	// Routes counts requests per route: "signed_command", "command", "wake_up", "vehicles",
-	// "fleet_telemetry_config_jws", "fleet_telemetry_config", "echo".
+	// "vehicle", "vehicle_data", "data_request", "fleet_status", "nearby_charging_sites",
+	// "service_data", "mobile_enabled", "release_notes", "drivers", "invitations", "products",
+	// "users", "fleet_telemetry_config_jws", "fleet_telemetry_config", and "not_found" for any
+	// other path ("echo" instead with Options.Echo).
 	Routes map[string]int `json:"routes"`
 	// Billing counts requests per billing category (BillingCommands, BillingWakes, BillingData)
 	// that Tesla would bill: those answered with a status below 500.
