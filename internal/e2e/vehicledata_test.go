@@ -198,3 +198,58 @@ func lookup(v any, path string) (any, error) {
 	}
 	return v, nil
 }
+
+// TestAppReadsThroughTheProxy reads the fleet through the proxy as Home Assistant's Tesla Fleet
+// integration does (products, the vehicle, vehicle_data with its endpoints), as teslajs does
+// (the vehicle by numeric id, data_request/{section}), and as fleet managers do (fleet_status):
+// the proxy passes the simulator's answers through, with the fields these apps read.
+func TestAppReadsThroughTheProxy(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Vehicles: 2})
+	vin := env.VINs[0]
+	get := func(path string) map[string]any {
+		t.Helper()
+		resp, body := env.Do(t, http.MethodGet, path, nil)
+		var out map[string]any
+		if err := json.Unmarshal(body, &out); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		return out
+	}
+	products := get("/api/1/products")["response"].([]any)
+	p := products[0].(map[string]any)
+	if len(products) != 2 || p["vin"] != vin || p["command_signing"] != "required" {
+		t.Errorf("products: %v", products)
+	}
+	id := p["id_s"].(string)
+	if s := get("/api/1/vehicles/" + vin)["response"].(map[string]any)["state"]; s != "online" {
+		t.Errorf("vehicle state %v", s)
+	}
+	data := vehicleData(t, env, vin, "charge_state;climate_state;drive_state;vehicle_state;vehicle_config;location_data")
+	for path, want := range map[string]any{
+		"charge_state.battery_level":                       64.0,
+		"charge_state.charging_state":                      "Stopped",
+		"climate_state.inside_temp":                        20.0,
+		"drive_state.latitude":                             37.4925,
+		"drive_state.shift_state":                          nil,
+		"vehicle_state.locked":                             true,
+		"vehicle_config.car_type":                          "model3",
+		"vehicle_state.odometer":                           12480.6,
+		"vehicle_state.speed_limit_mode.current_limit_mph": 85.0,
+	} {
+		got, err := lookup(data, path)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("vehicle_data %s = %#v (%v), want %#v", path, got, err, want)
+		}
+	}
+	if v, _ := lookup(data, "vehicle_state.car_version"); !strings.HasPrefix(fmt.Sprint(v), "2024.44.25.3 ") {
+		t.Errorf("car_version %v, want the firmware and a build hash", v)
+	}
+	cs := get("/api/1/vehicles/" + id + "/data_request/charge_state")["response"].(map[string]any)
+	if cs["charge_limit_soc"] != 90.0 {
+		t.Errorf("data_request/charge_state by numeric id: %v", cs)
+	}
+	resp, body := env.Do(t, http.MethodPost, "/api/1/vehicles/fleet_status", []byte(`{"vins":["`+vin+`"]}`))
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"key_paired_vins":["`+vin+`"]`) || !strings.Contains(string(body), `"vehicle_command_protocol_required":true`) {
+		t.Errorf("fleet_status: %d %s", resp.StatusCode, body)
+	}
+}
