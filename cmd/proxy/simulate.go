@@ -234,7 +234,7 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 	}
 	known := map[string]bool{}
 	for _, vin := range vins {
-		if len(vin) != 17 || strings.ContainsFunc(vin, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') }) {
+		if !fleetsim.PlausibleVIN(vin) {
 			return nil, nil, nil, fmt.Errorf("-vins: %q is not 17 upper-case letters and digits", vin)
 		}
 		if known[vin] {

@@ -342,7 +342,7 @@ func (s *Server) handleReleaseNotes(w http.ResponseWriter, _ *http.Request, c ca
 }
 
 // driver is the one driver every simulated car has: the account owner.
-func driver(v *Vehicle) map[string]any {
+func driver() map[string]any {
 	return map[string]any{
 		"my_tesla_unique_id": 800_001,
 		"user_id":            800_001,
@@ -362,7 +362,7 @@ func (s *Server) handleDrivers(w http.ResponseWriter, _ *http.Request, c call) {
 	if v == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"response": []map[string]any{driver(v)}, "count": 1})
+	writeJSON(w, http.StatusOK, map[string]any{"response": []map[string]any{driver()}, "count": 1})
 }
 
 // handleDriversDelete is DELETE /api/1/vehicles/{id}/drivers?share_user_id=N. The owner cannot be

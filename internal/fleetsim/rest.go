@@ -103,14 +103,14 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 		st.ChargeSchedules = upsertSchedule(st.ChargeSchedules, Schedule{
 			ID: uint64(p.int32("id")), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
 			StartEnabled: p.bool("start_enabled"), StartTime: p.int32("start_time"), EndEnabled: p.bool("end_enabled"), EndTime: p.int32("end_time"),
-			Latitude: float32(must(p.num("lat"))), Longitude: float32(must(p.num("lon"))),
+			Latitude: float32(orZero(p.num("lat"))), Longitude: float32(orZero(p.num("lon"))),
 		})
 	case "remove_charge_schedule":
 		st.ChargeSchedules = removeSchedule(st.ChargeSchedules, uint64(p.int32("id")))
 	case "add_precondition_schedule":
 		st.PreconditionSchedules = upsertSchedule(st.PreconditionSchedules, Schedule{
 			ID: uint64(p.int32("id")), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
-			Time: p.int32("precondition_time"), Latitude: float32(must(p.num("lat"))), Longitude: float32(must(p.num("lon"))),
+			Time: p.int32("precondition_time"), Latitude: float32(orZero(p.num("lat"))), Longitude: float32(orZero(p.num("lon"))),
 		})
 	case "remove_precondition_schedule":
 		st.PreconditionSchedules = removeSchedule(st.PreconditionSchedules, uint64(p.int32("id")))
@@ -182,7 +182,7 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 	case "speed_limit_clear_pin", "speed_limit_clear_pin_admin":
 		st.SpeedLimitPINSet, st.SpeedLimitActive = false, false
 	case "speed_limit_set_limit":
-		return st.setSpeedLimitMPH(must(p.num("limit_mph")))
+		return st.setSpeedLimitMPH(orZero(p.num("limit_mph")))
 	case "guest_mode":
 		st.GuestMode = p.bool("enable")
 	case "set_vehicle_name":
@@ -192,7 +192,7 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 	case "keep_accessory_power_mode":
 		st.KeepAccessoryPower = p.bool("enable")
 	case "adjust_volume":
-		st.setVolume(float32(must(p.num("volume"))))
+		st.setVolume(float32(orZero(p.num("volume"))))
 	case "media_volume_up":
 		st.setVolume(st.Volume + 1)
 	case "media_volume_down":
@@ -225,5 +225,5 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 	return ""
 }
 
-// must drops the ok of a lookup whose zero value is the right default.
-func must(f float64, _ bool) float64 { return f }
+// orZero drops the ok of a lookup whose zero value is the right default.
+func orZero(f float64, _ bool) float64 { return f }

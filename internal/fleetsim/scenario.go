@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -118,7 +117,7 @@ func ParseScenario(r io.Reader) (Scenario, error) {
 	seen := map[string]bool{}
 	for i, v := range sc.Vehicles {
 		if v.VIN != "" {
-			if len(v.VIN) != 17 || strings.ContainsFunc(v.VIN, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') }) {
+			if !PlausibleVIN(v.VIN) {
 				bad(i, "vin %q is not 17 upper-case letters and digits", v.VIN)
 			}
 			if seen[v.VIN] {
