@@ -182,7 +182,7 @@ func TestSimulateUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
 		{"scenario and vins", []string{"-scenario", writeScenario(t, "vehicles: [{model: modely}]"), "-vins", fleetsim.NewTestVIN(1)}, "use one"},
 		{"scenario file missing", []string{"-scenario", filepath.Join(t.TempDir(), "none.yaml")}, "-scenario"},
-		{"scenario unknown field", []string{"-scenario", writeScenario(t, "vehicles: [{colour: red}]")}, "field colour not found"},
+		{"scenario unknown field", []string{"-scenario", writeScenario(t, "vehicles: [{paint: red}]")}, "field paint not found"},
 		{"scenario bad model", []string{"-scenario", writeScenario(t, "vehicles: [{model: roadster}]")}, "model \"roadster\""},
 		{"scenario without vehicles", []string{"-scenario", writeScenario(t, "sleep_after: 5m")}, "lists no vehicles"},
 	} {

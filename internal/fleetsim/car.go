@@ -121,7 +121,7 @@ type CarState struct {
 	MediaPlaying bool `json:"media_playing"`
 	// MediaTrack is the index of the playing track in the simulated playlist.
 	MediaTrack int `json:"media_track"`
-	// MediaFavorite is the index of the selected favourite station.
+	// MediaFavorite is the index of the selected favorite station.
 	MediaFavorite int `json:"media_favorite"`
 	// SoftwareUpdateVersion is the version of an update the car has downloaded; "" means none.
 	SoftwareUpdateVersion string `json:"software_update_version"`
@@ -473,7 +473,7 @@ func (c *CarState) setPreconditioningMax(on bool) {
 	}
 }
 
-// media is the simulated playlist and favourite stations.
+// media is the simulated playlist and favorite stations.
 var (
 	mediaTracks    = []string{"Electric Feel", "Drive", "Roadrunner", "Fast Car", "Life Is a Highway"}
 	mediaFavorites = []string{"KQED 88.5 FM", "KFOG 104.5 FM", "KCSM 91.1 FM"}
@@ -484,7 +484,7 @@ func (c *CarState) stepTrack(d int) {
 	c.MediaTrack = (c.MediaTrack + d + len(mediaTracks)) % len(mediaTracks)
 }
 
-// stepFavorite moves to the next (+1) or previous (-1) favourite.
+// stepFavorite moves to the next (+1) or previous (-1) favorite.
 func (c *CarState) stepFavorite(d int) {
 	c.MediaFavorite = (c.MediaFavorite + d + len(mediaFavorites)) % len(mediaFavorites)
 }

@@ -34,10 +34,8 @@ func dashboardHandler() http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-cache")
 		r2 := r.Clone(r.Context())
-		switch p := r.URL.Path; {
-		case p == "/sim/":
-			r2.URL.Path = "/"
-		default:
+		r2.URL.Path = "/"
+		if p := r.URL.Path; p != "/sim/" {
 			r2.URL.Path = p[len("/sim/assets"):]
 		}
 		r2.URL.RawPath = ""

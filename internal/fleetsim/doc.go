@@ -20,7 +20,7 @@
 //     and Infotainment, the spec's MessageFaults (with fresh signed session info for faults 5,
 //     6, 13, 15, 17 and 20), replies encrypted when the request sets FLAG_ENCRYPT_RESPONSE.
 //     Asleep gives 408 "vehicle unavailable: vehicle is offline or asleep" (vehicle-command's
-//     inet connector recognises it), a legacy vehicle 422.
+//     inet connector recognizes it), a legacy vehicle 422.
 //   - POST /api/1/vehicles/{vin}/command/{name}: 403 "Tesla Vehicle Command Protocol required",
 //     except for legacy vehicles and the commands Tesla's servers carry out (navigation, managed
 //     charging), which it accepts, applies to the car and records with the raw body.

@@ -444,7 +444,7 @@ func TestUnknownAction(t *testing.T) {
 	car, _ := newSession(t, ts, vin, key, []universal.Domain{universal.Domain_DOMAIN_INFOTAINMENT})
 	// Action{vehicleAction{field 4000: varint 1}}: a field no VehicleAction defines.
 	vehicleAction := []byte{0x80, 0xfa, 0x01, 0x01}
-	payload := append([]byte{0x12, byte(len(vehicleAction))}, vehicleAction...)
+	payload := append([]byte{0x12, byte(len(vehicleAction))}, vehicleAction...) //nolint:gosec // G115: 4 bytes
 	out, err := car.Send(callCtx(t), universal.Domain_DOMAIN_INFOTAINMENT, payload, connector.AuthMethodHMAC)
 	if err != nil {
 		t.Fatalf("Send: %v", err)
@@ -462,7 +462,7 @@ func TestUnknownAction(t *testing.T) {
 	}
 }
 
-// TestAsleepAndLegacy checks that the client recognises the 408 and 422 answers.
+// TestAsleepAndLegacy checks that the client recognizes the 408 and 422 answers.
 func TestAsleepAndLegacy(t *testing.T) {
 	sim, ts, vin, key := oneVehicleSim(t, Options{}, 9)
 	v := sim.Vehicle(vin)

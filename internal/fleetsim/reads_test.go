@@ -463,3 +463,23 @@ func TestSmallerReads(t *testing.T) {
 		t.Errorf("unknown path: %d %s", code, body)
 	}
 }
+
+// TestSetWakeDelay: one car's wake time, set after the fact, overrides the server's.
+func TestSetWakeDelay(t *testing.T) {
+	clock := newFakeClock()
+	sim, ts := startSim(t, Options{Now: clock.Now})
+	slow, quick := NewTestVIN(30), NewTestVIN(31)
+	sim.AddVehicle(slow).SetAsleep(true)
+	sim.AddVehicle(quick).SetAsleep(true)
+	sim.SetWakeDelay(slow, 15*time.Second)
+	if _, s := getWake(t, ts, quick); s != "online" {
+		t.Errorf("quick car after wake_up: %s", s)
+	}
+	if _, s := getWake(t, ts, slow); s != "asleep" {
+		t.Errorf("slow car right after wake_up: %s", s)
+	}
+	clock.Advance(15 * time.Second)
+	if sim.Vehicle(slow).Asleep() {
+		t.Error("slow car still asleep after its wake delay")
+	}
+}

@@ -25,6 +25,15 @@ func (p restParams) int32(key string) int32 {
 	return int32(math.Round(f))
 }
 
+// uint64 reads a non-negative integer, such as a schedule id (0 when absent or negative).
+func (p restParams) uint64(key string) uint64 {
+	f, _ := p.num(key)
+	if f < 0 || f >= math.MaxUint64 {
+		return 0
+	}
+	return uint64(f)
+}
+
 func (p restParams) bool(key string) bool { b, _ := p[key].(bool); return b }
 
 func (p restParams) str(key string) string { s, _ := p[key].(string); return s }
@@ -101,19 +110,19 @@ func (v *Vehicle) applyREST(name string, body []byte) string {
 		st.OffPeakChargingEnabled = on && p.bool("off_peak_charging_enabled")
 	case "add_charge_schedule":
 		st.ChargeSchedules = upsertSchedule(st.ChargeSchedules, Schedule{
-			ID: uint64(p.int32("id")), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
+			ID: p.uint64("id"), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
 			StartEnabled: p.bool("start_enabled"), StartTime: p.int32("start_time"), EndEnabled: p.bool("end_enabled"), EndTime: p.int32("end_time"),
 			Latitude: float32(orZero(p.num("lat"))), Longitude: float32(orZero(p.num("lon"))),
 		})
 	case "remove_charge_schedule":
-		st.ChargeSchedules = removeSchedule(st.ChargeSchedules, uint64(p.int32("id")))
+		st.ChargeSchedules = removeSchedule(st.ChargeSchedules, p.uint64("id"))
 	case "add_precondition_schedule":
 		st.PreconditionSchedules = upsertSchedule(st.PreconditionSchedules, Schedule{
-			ID: uint64(p.int32("id")), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
+			ID: p.uint64("id"), DaysOfWeek: daysOfWeek(p.str("days_of_week")), Enabled: p.bool("enabled"), OneTime: p.bool("one_time"),
 			Time: p.int32("precondition_time"), Latitude: float32(orZero(p.num("lat"))), Longitude: float32(orZero(p.num("lon"))),
 		})
 	case "remove_precondition_schedule":
-		st.PreconditionSchedules = removeSchedule(st.PreconditionSchedules, uint64(p.int32("id")))
+		st.PreconditionSchedules = removeSchedule(st.PreconditionSchedules, p.uint64("id"))
 	case "auto_conditioning_start":
 		st.setClimate(true)
 	case "auto_conditioning_stop":

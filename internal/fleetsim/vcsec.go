@@ -92,7 +92,7 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 			name = string(fd.Name())
 		}
 		action = "whitelistOperation:" + name
-		info := vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
+		var info vcsec.WhitelistOperationInformation_E
 		if refuse != "" {
 			info = vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_UNDOCUMENTED_ERROR
 		} else {
@@ -210,7 +210,7 @@ func (v *Vehicle) vcsecInformation(req *vcsec.InformationRequest) []byte {
 			info.WhitelistEntries = append(info.WhitelistEntries, &vcsec.KeyIdentifier{PublicKeySHA1: sum[:4]})
 			info.SlotMask |= 1 << uint(i)
 		}
-		info.NumberOfEntries = uint32(len(ids))
+		info.NumberOfEntries = uint32(len(ids)) //nolint:gosec // G115: a key list holds a few dozen keys
 		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_WhitelistInfo{WhitelistInfo: info}})
 	default:
 		return nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN)
@@ -223,7 +223,7 @@ func nominal(code verrors.GenericError_E) []byte {
 	}})
 }
 
-// mustMarshal encodes a message built here; marshalling a well-formed message cannot fail.
+// mustMarshal encodes a message built here; marshaling a well-formed message cannot fail.
 func mustMarshal(m proto.Message) []byte {
 	b, err := proto.Marshal(m)
 	if err != nil {

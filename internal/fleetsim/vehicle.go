@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -39,7 +40,8 @@ type Vehicle struct {
 	priv *ecdh.PrivateKey
 	now  func() time.Time
 
-	// life is how the car sleeps and wakes; set once, when the server adds it.
+	// life is how the car sleeps and wakes: the server's, from when it added the car; its wake
+	// time may be changed later under mu (Server.SetWakeDelay).
 	life lifecycle
 	// changed, when set, is called (with mu held, so it must not block) after a command or a
 	// control changed the car, so watchers (the dashboard) look again.
@@ -99,7 +101,7 @@ func (d *domainState) clock(now time.Time) uint32 {
 	if el < 0 {
 		return 0
 	}
-	return uint32(el / time.Second)
+	return uint32(min(el/time.Second, math.MaxUint32)) //nolint:gosec // G115: clamped to uint32 just here
 }
 
 func newVehicle(vin string, now func() time.Time, seed []byte, boot time.Time, life lifecycle) (*Vehicle, error) {
@@ -306,6 +308,20 @@ func (v *Vehicle) Wake() bool {
 	}
 	v.notify()
 	return !v.state.Asleep
+}
+
+// SetWakeDelay makes the vehicle take d to come online after a wake_up, as a real car does (10 to
+// 30 s): until then wake_up and the vehicle list show it "asleep", and data and commands answer
+// 408. Zero wakes it at once. It replaces Options.WakeTime for this car; a wake under way keeps
+// its time.
+func (s *Server) SetWakeDelay(vin string, d time.Duration) {
+	v := s.Vehicle(vin)
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.life.wakeTime = d
 }
 
 // Waking reports whether a wake_up is in progress.
