@@ -321,7 +321,7 @@ func (b *bench) startSimulator() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b.sim = fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}})
+	b.sim = fleetsim.New(fleetsim.Options{TrustedKeys: []*ecdh.PublicKey{pub}, Echo: true})
 	for i := range totalVehicles {
 		vin := fleetsim.NewTestVIN(i)
 		b.sim.AddVehicle(vin, pub)

@@ -4,7 +4,8 @@
 #   scripts/test.sh [go test flags…]
 #
 # Some tests run real programs on loopback: redis-server (sessions shared by replicas), haproxy
-# (the multi-replica end-to-end test), openssl (scripts/gen-certs.sh) and curl. When one is
+# (the multi-replica end-to-end test), openssl (scripts/gen-certs.sh), curl, and headless
+# chromium (the simulator dashboard's browser test). When one is
 # missing and this runs as root, it is installed from Debian's packages with apt-get; as another
 # user, the tests that need it skip with a message saying what to install (in CI, with CI=true,
 # they fail instead). Then it runs every test with the race detector.
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command → Debian package
-declare -A need=([redis-server]=redis-server [haproxy]=haproxy [openssl]=openssl [curl]=curl)
+declare -A need=([redis-server]=redis-server [haproxy]=haproxy [openssl]=openssl [curl]=curl [chromium]=chromium)
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")

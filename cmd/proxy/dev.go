@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,9 +28,6 @@ import (
 	"github.com/teslaproxy/proxy/internal/server"
 )
 
-// devVehicles is how many simulated vehicles the dev mode enrolls its key on.
-const devVehicles = 3
-
 // devLatency is the simulator's answer time in dev mode, so an app developer sees the timing of
 // the real Fleet API rather than a loopback's microseconds: reads in about 200 ms, commands (and
 // session handshakes) in about 400 ms as they wait for the car, wake-up calls in about a second.
@@ -37,7 +35,51 @@ const devVehicles = 3
 const (
 	devLatency    = "data=200ms±50ms,commands=400ms±100ms,wakes=1s±200ms,other=200ms±50ms"
 	devLatencyEnv = "TESLA_HTTP_PROXY_DEV_LATENCY"
+	// devScenarioEnv names a YAML scenario (fleetsim.Scenario) that replaces the dev fleet.
+	devScenarioEnv = "TESLA_HTTP_PROXY_DEV_SCENARIO"
 )
+
+// devScenario is the dev mode's fleet: a parked car, one charging, one asleep, all Model 3s
+// (their VINs say so). Idle cars fall asleep after 15 minutes and wake_up takes 10 seconds, as
+// real cars roughly do.
+func devScenario() fleetsim.Scenario {
+	f := func(x float64) *float64 { return &x }
+	i := func(x int32) *int32 { return &x }
+	no := false
+	return fleetsim.Scenario{
+		SleepAfter: 15 * time.Minute,
+		WakeTime:   10 * time.Second,
+		Vehicles: []fleetsim.ScenarioVehicle{
+			{VIN: fleetsim.NewTestVIN(0), Name: "Midnight"},
+			{VIN: fleetsim.NewTestVIN(1), Name: "Daily Driver", Battery: f(41), ChargeLimit: i(80), Charging: true, Odometer: f(23_412.8),
+				Location: &fleetsim.ScenarioLocation{Lat: 37.3947, Lon: -122.1503, Heading: 270}},
+			{VIN: fleetsim.NewTestVIN(2), Name: "Weekender", Battery: f(88), PluggedIn: &no, Asleep: true, OutsideTemp: f(12), InsideTemp: f(12),
+				Location: &fleetsim.ScenarioLocation{Lat: 37.8080, Lon: -122.4177, Heading: 45}},
+		},
+	}
+}
+
+// loadDevScenario returns the dev fleet: the file TESLA_HTTP_PROXY_DEV_SCENARIO names, or
+// devScenario.
+func loadDevScenario() (fleetsim.Scenario, error) {
+	file, ok := os.LookupEnv(devScenarioEnv)
+	if !ok || file == "" {
+		return devScenario(), nil
+	}
+	fh, err := os.Open(file)
+	if err != nil {
+		return fleetsim.Scenario{}, fmt.Errorf("%s: %w", devScenarioEnv, err)
+	}
+	defer fh.Close()
+	sc, err := fleetsim.ParseScenario(fh)
+	if err == nil && len(sc.Vehicles) == 0 {
+		err = errors.New("the scenario lists no vehicles")
+	}
+	if err != nil {
+		return sc, fmt.Errorf("%s %s: %w", devScenarioEnv, file, err)
+	}
+	return sc, nil
+}
 
 // Files the dev mode keeps in its folder (git ignores it). They are made once and reused, so a
 // CA trusted once stays trusted.
@@ -109,13 +151,17 @@ func devFiles(dir string) (*ecdh.PublicKey, error) {
 
 // devSim is the running dev simulator, as printDevReady describes it.
 type devSim struct {
-	url     string
-	vins    []string
-	latency string // the simulated Fleet API latency, as printed
+	url       string
+	dashboard string // the dashboard's URL, plain HTTP on loopback
+	vins      []string
+	latency   string // the simulated Fleet API latency, as printed
+	sleep     string // how long an idle car stays awake, as printed
+	wake      string // how long wake_up takes, as printed
 }
 
 // startDevSimulator serves the Fleet API simulator on loopback over TLS (with the dev
-// certificate in dir), its vehicles enrolled with pub, until ctx ends.
+// certificate in dir), its vehicles enrolled with pub, and its dashboard over plain HTTP, until
+// ctx ends.
 //
 // The simulator plays the Fleet API and the vehicles. Its vehicles keep their keys, epochs and
 // clocks across restarts (like real cars, which do not reboot when the proxy does), so saved
@@ -126,21 +172,12 @@ func startDevSimulator(ctx context.Context, dir string, pub *ecdh.PublicKey, log
 	if err != nil {
 		return devSim{}, fmt.Errorf("dev mode: simulator identity: %w", err)
 	}
-	latencySetting := devLatency
-	if v, ok := os.LookupEnv(devLatencyEnv); ok {
-		latencySetting = v
-	}
-	latency, err := fleetsim.ParseLatency(latencySetting)
+	sc, opts, err := devSimOptions(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Seed: ident.Seed, BootTime: ident.Boot})
 	if err != nil {
-		return devSim{}, fmt.Errorf("dev mode: %s: %w", devLatencyEnv, err)
+		return devSim{}, err
 	}
-	sim := fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Seed: ident.Seed, BootTime: ident.Boot, Latency: latency})
-	var vins []string
-	for i := 0; i < devVehicles; i++ {
-		vin := fleetsim.NewTestVIN(i)
-		sim.AddVehicle(vin, pub)
-		vins = append(vins, vin)
-	}
+	sim := fleetsim.New(opts)
+	vins := sc.Apply(sim, pub)
 	simCert, err := server.LoadKeyPair(path(devCertFile), path(devTLSKeyFile))
 	if err != nil {
 		return devSim{}, err
@@ -160,11 +197,42 @@ func startDevSimulator(ctx context.Context, dir string, pub *ecdh.PublicKey, log
 		<-ctx.Done()
 		_ = simSrv.Close()
 	}()
-	return devSim{url: "https://" + ln.Addr().String(), vins: vins, latency: fmt.Sprint(latency)}, nil
+	dashURL, err := serveDashboard(ctx, sim, log)
+	if err != nil {
+		return devSim{}, fmt.Errorf("dev mode: dashboard: %w", err)
+	}
+	return devSim{
+		url: "https://" + ln.Addr().String(), dashboard: dashURL, vins: vins, latency: fmt.Sprint(opts.Latency),
+		sleep: durationText(opts.SleepAfter, "never"), wake: durationText(opts.WakeTime, "no time"),
+	}, nil
+}
+
+// devSimOptions returns the dev fleet and the simulator's options: the scenario's sleep and wake
+// times, and the dev latency unless the scenario or TESLA_HTTP_PROXY_DEV_LATENCY sets another.
+func devSimOptions(base fleetsim.Options) (fleetsim.Scenario, fleetsim.Options, error) {
+	sc, err := loadDevScenario()
+	if err != nil {
+		return sc, base, fmt.Errorf("dev mode: %w", err)
+	}
+	opts, err := sc.Options(base)
+	if err != nil {
+		return sc, opts, fmt.Errorf("dev mode: %w", err)
+	}
+	latencySetting := devLatency
+	if sc.Latency != "" {
+		latencySetting = sc.Latency
+	}
+	if v, ok := os.LookupEnv(devLatencyEnv); ok {
+		latencySetting = v
+	}
+	if opts.Latency, err = fleetsim.ParseLatency(latencySetting); err != nil {
+		return sc, opts, fmt.Errorf("dev mode: %s: %w", devLatencyEnv, err)
+	}
+	return sc, opts, nil
 }
 
 // printDevReady writes what a person needs to try the dev proxy listening at url: the CA to
-// trust, a token, and a curl line for each kind of request.
+// trust, a token, the dashboard, and a curl line for each kind of request.
 func printDevReady(w io.Writer, url, keyFile, caPath string, sim devSim) {
 	url = strings.Replace(url, "://127.0.0.1:", "://localhost:", 1)
 	vin := sim.vins[0]
@@ -173,7 +241,10 @@ func printDevReady(w io.Writer, url, keyFile, caPath string, sim devSim) {
 Dev mode: the proxy signs with %s and talks to a simulated Fleet API at %s
 (vehicles %s; simulator counters at %s/sim/stats).
 The simulator answers with the Fleet API's typical latency: %s
-(set %s, such as 0 or commands=1s, to change it).
+(set %s, such as 0 or commands=1s, to change it). Idle cars fall asleep after %s;
+wake_up takes %s (%s=FILE replaces the fleet with a YAML scenario).
+
+Dashboard (the cars, their commands, billed calls; sleep, wake, faults): %s
 
 Trust this CA in your app: %s
 
@@ -182,13 +253,51 @@ export TOKEN=%s
 A vehicle command:
   %s -X POST %s/api/1/vehicles/%s/command/door_lock
 
+What the car says now (battery, lock, climate, location):
+  %s '%s/api/1/vehicles/%s/vehicle_data?endpoints=charge_state;climate_state;vehicle_state;location_data'
+
 A fleet telemetry config (signed by the proxy):
   %s -X POST %s/api/1/vehicles/fleet_telemetry_config -H 'Content-Type: application/json' -d '{"vins":["%s"],"config":{"hostname":"telemetry.example.com","port":4443,"fields":{"BatteryLevel":{"interval_seconds":60}}}}'
 
 A pass-through call:
   %s %s/api/1/vehicles
 
-`, keyFile, sim.url, strings.Join(sim.vins, ", "), sim.url, sim.latency, devLatencyEnv, caPath, devToken(), curl, url, vin, curl, url, vin, curl, url)
+`, keyFile, sim.url, strings.Join(sim.vins, ", "), sim.url, sim.latency, devLatencyEnv, sim.sleep, sim.wake, devScenarioEnv,
+		sim.dashboard, caPath, devToken(), curl, url, vin, curl, url, vin, curl, url, vin, curl, url)
+}
+
+// durationText prints d, or none when it is zero.
+func durationText(d time.Duration, none string) string {
+	if d <= 0 {
+		return none
+	}
+	return d.String()
+}
+
+// serveDashboard serves the simulator's /sim/ pages over plain HTTP on a loopback port, so a
+// browser opens the dashboard without trusting the dev CA. It serves nothing else (the Fleet
+// API stays behind TLS) and stops when ctx ends. It returns the dashboard's URL.
+func serveDashboard(ctx context.Context, sim *fleetsim.Server, log *zap.Logger) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/sim/", sim)
+	mux.Handle("/{$}", http.RedirectHandler("/sim/", http.StatusFound))
+	srv := &http.Server{
+		Handler: mux,
+		// The event stream stays open, so there is no WriteTimeout; headers must come promptly.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("dashboard").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	return "http://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/sim/", nil
 }
 
 // simIdentity is what makes the dev simulator's vehicles the same from one run to the next.

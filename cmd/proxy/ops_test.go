@@ -21,6 +21,8 @@ type devRun struct {
 	curls    []string
 	statsURL string
 	caFile   string
+	// dashboard is the simulator dashboard's URL.
+	dashboard string
 }
 
 func startDev(t *testing.T, dir string) *devRun {
@@ -30,7 +32,7 @@ func startDev(t *testing.T, dir string) *devRun {
 	deadline := time.Now().Add(10 * time.Second)
 	var out string
 	for time.Now().Before(deadline) {
-		if out = p.stdout.String(); strings.Contains(out, "A pass-through call:") && strings.Count(out, "\n  curl ") >= 3 {
+		if out = p.stdout.String(); strings.Contains(out, "A pass-through call:") && strings.Count(out, "\n  curl ") >= 4 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -44,13 +46,15 @@ func startDev(t *testing.T, dir string) *devRun {
 			d.curls = append(d.curls, strings.TrimSpace(line))
 		case strings.HasPrefix(line, "Trust this CA in your app: "):
 			d.caFile = strings.TrimPrefix(line, "Trust this CA in your app: ")
+		case strings.HasPrefix(line, "Dashboard "):
+			d.dashboard = line[strings.LastIndex(line, " ")+1:]
 		}
 	}
 	if m := regexp.MustCompile(`https://127\.0\.0\.1:\d+/sim/stats`).FindString(out); m != "" {
 		d.statsURL = m
 	}
-	if d.token == "" || len(d.curls) != 3 || d.statsURL == "" || d.caFile == "" {
-		t.Fatalf("dev mode printed no token, curl lines, CA or stats URL:\n%s", out)
+	if d.token == "" || len(d.curls) != 4 || d.statsURL == "" || d.caFile == "" || !strings.HasPrefix(d.dashboard, "http://127.0.0.1:") {
+		t.Fatalf("dev mode printed no token, curl lines, CA, stats or dashboard URL:\n%s", out)
 	}
 	return d
 }
@@ -112,11 +116,17 @@ func TestDevModeAsAUserRunsIt(t *testing.T) {
 	if out := first.curl(t, first.curls[0]); !strings.Contains(out, `{"response":{"result":true,"reason":""}}`) {
 		t.Errorf("command line answered %s", out)
 	}
-	if out := first.curl(t, first.curls[1]); !strings.Contains(out, `"updated_vehicles":1`) {
+	if out := first.curl(t, first.curls[1]); !strings.Contains(out, `"locked":true`) || !strings.Contains(out, `"battery_level":64`) || !strings.Contains(out, `"latitude":`) {
+		t.Errorf("vehicle_data line answered %s", out)
+	}
+	if out := first.curl(t, first.curls[2]); !strings.Contains(out, `"updated_vehicles":1`) {
 		t.Errorf("telemetry line answered %s", out)
 	}
-	if out := first.curl(t, first.curls[2]); !strings.Contains(out, `"count":3`) {
+	if out := first.curl(t, first.curls[3]); !strings.Contains(out, `"count":3`) {
 		t.Errorf("pass-through line answered %s", out)
+	}
+	if out := first.curl(t, "curl "+first.dashboard); !strings.Contains(out, "<title>Fleet API simulator</title>") {
+		t.Errorf("the dashboard URL answered %s", out)
 	}
 	if n := first.handshakes(t); n != 1 {
 		t.Errorf("%d handshakes for one command, want 1", n)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -24,8 +25,13 @@ import (
 const simulateUsage = `Usage: proxy simulate [flags]
 
 Runs the Fleet API and vehicle simulator (internal/fleetsim) on its own, for trying the proxy or
-another client without a car. It serves the simulated Fleet API under /api/1/ and its control
-endpoints under /sim/ (GET /sim/stats, POST /sim/faults, POST /sim/reboot, …).
+another client without a car. It serves the simulated Fleet API under /api/1/ (vehicle_data and
+the other read routes answer from stateful cars), a dashboard at /sim/, and its control endpoints
+under /sim/ (GET /sim/stats, POST /sim/faults, POST /sim/reboot, …).
+
+-scenario FILE describes the fleet in YAML (models, firmware, battery, location, asleep, legacy,
+faults; see internal/fleetsim/scenario.go); -vins and the other flags describe it on the command
+line. A flag given explicitly wins over the scenario.
 
 Flags:
 `
@@ -46,8 +52,20 @@ type simulateFlags struct {
 	legacy      string
 	asleep      string
 	latency     string
+	scenario    string
+	sleepAfter  time.Duration
+	wakeTime    time.Duration
+	echo        bool
 	verbose     bool
+	// set holds the names of the flags given on the command line.
+	set map[string]bool
 }
+
+// Defaults of "proxy simulate": cars sleep and wake about as real ones do.
+const (
+	simSleepAfter = 15 * time.Minute
+	simWakeTime   = 10 * time.Second
+)
 
 // runSimulate runs "proxy simulate" until ctx ends. It prints the listen URL and the VINs on
 // stdout and returns 0 after a clean shutdown, 1 on a runtime failure, 2 on a usage error.
@@ -77,12 +95,14 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		TLSConfig:         tlsConfig,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
+	srv.RegisterOnShutdown(sim.StopEvents) // dashboards' event streams would hold Shutdown up
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "simulator listening on %s://%s\n", scheme, ln.Addr())
 	fmt.Fprintf(stdout, "vins: %s\n", strings.Join(vins, ","))
+	fmt.Fprintf(stdout, "dashboard: %s://%s/sim/\n", scheme, ln.Addr())
 	if l := sim.Latency(); !l.IsZero() {
 		fmt.Fprintf(stdout, "latency: %s\n", l)
 	}
@@ -108,6 +128,10 @@ func parseSimulateFlags(args []string, stderr io.Writer) (f simulateFlags, code 
 	fs.StringVar(&f.asleep, "asleep", "", "comma-separated `VINs` of vehicles that start asleep (wake_up wakes them)")
 	fs.StringVar(&f.latency, "latency", "", "how long Fleet API answers take: one `delay` for every route (300ms, 300ms±50ms) or per class, "+
 		"such as commands=300ms,data=200ms±50ms,wakes=1s,other=100ms (classes: data, commands, wakes, other, all); default none")
+	fs.StringVar(&f.scenario, "scenario", "", "YAML `file` describing the vehicles (model, firmware, battery, location, asleep, legacy, faults), sleep_after, wake_time and latency")
+	fs.DurationVar(&f.sleepAfter, "sleep-after", simSleepAfter, "idle `time` after which a car falls asleep (0: never)")
+	fs.DurationVar(&f.wakeTime, "wake-time", simWakeTime, "how long wake_up takes to bring a car online (0: at once)")
+	fs.BoolVar(&f.echo, "echo", false, "answer the read routes and unknown paths with an echo of the request, for pass-through tests")
 	fs.BoolVar(&f.verbose, "verbose", false, "log every request (never tokens or keys)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -119,6 +143,8 @@ func parseSimulateFlags(args []string, stderr io.Writer) (f simulateFlags, code 
 		fmt.Fprintf(stderr, "proxy simulate: unexpected argument %q\n", fs.Arg(0))
 		return f, 2, false
 	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	return f, 0, true
 }
 
@@ -184,26 +210,40 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 		keys = append(keys, k)
 	}
 
+	var sc fleetsim.Scenario
+	if f.scenario != "" {
+		if f.vins != "" {
+			return nil, nil, nil, errors.New("-scenario and -vins both list the vehicles; use one")
+		}
+		file, err := os.Open(f.scenario)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("-scenario: %w", err)
+		}
+		sc, err = fleetsim.ParseScenario(file)
+		_ = file.Close()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("-scenario %s: %w", f.scenario, err)
+		}
+		if len(sc.Vehicles) == 0 {
+			return nil, nil, nil, fmt.Errorf("-scenario %s lists no vehicles", f.scenario)
+		}
+	}
 	vins := splitList(f.vins)
-	if len(vins) == 0 {
+	if f.scenario == "" && len(vins) == 0 {
 		vins = []string{fleetsim.NewTestVIN(1), fleetsim.NewTestVIN(2), fleetsim.NewTestVIN(3)}
 	}
 	known := map[string]bool{}
 	for _, vin := range vins {
-		if len(vin) != 17 || strings.ContainsFunc(vin, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') }) {
+		if !fleetsim.PlausibleVIN(vin) {
 			return nil, nil, nil, fmt.Errorf("-vins: %q is not 17 upper-case letters and digits", vin)
 		}
 		if known[vin] {
 			return nil, nil, nil, fmt.Errorf("-vins: %s is listed twice", vin)
 		}
 		known[vin] = true
+		sc.Vehicles = append(sc.Vehicles, fleetsim.ScenarioVehicle{VIN: vin})
 	}
 	legacy, asleep := splitList(f.legacy), splitList(f.asleep)
-	for _, vin := range append(append([]string(nil), legacy...), asleep...) {
-		if !known[vin] {
-			return nil, nil, nil, fmt.Errorf("%s is not one of the simulated VINs (-vins)", vin)
-		}
-	}
 
 	var tlsConfig *tls.Config
 	switch {
@@ -217,16 +257,35 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 		return nil, nil, nil, errors.New("-cert and -key go together")
 	}
 
-	latency, err := fleetsim.ParseLatency(f.latency)
+	opts, err := sc.Options(fleetsim.Options{Logger: log, TrustedKeys: keys, Echo: f.echo})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("-latency: %w", err)
+		return nil, nil, nil, err
 	}
-	sim := fleetsim.New(fleetsim.Options{Logger: log, TrustedKeys: keys, Latency: latency})
-	for _, vin := range vins {
-		sim.AddVehicle(vin, keys...)
+	if f.scenario == "" || f.set["sleep-after"] {
+		opts.SleepAfter = f.sleepAfter
+	}
+	if f.scenario == "" || f.set["wake-time"] {
+		opts.WakeTime = f.wakeTime
+	}
+	if f.scenario == "" || f.set["latency"] {
+		if opts.Latency, err = fleetsim.ParseLatency(f.latency); err != nil {
+			return nil, nil, nil, fmt.Errorf("-latency: %w", err)
+		}
+	}
+	if opts.SleepAfter < 0 || opts.WakeTime < 0 {
+		return nil, nil, nil, errors.New("-sleep-after and -wake-time must not be negative")
+	}
+	sim := fleetsim.New(opts)
+	vins = sc.Apply(sim, keys...)
+	for _, vin := range append(append([]string(nil), legacy...), asleep...) {
+		if sim.Vehicle(vin) == nil {
+			return nil, nil, nil, fmt.Errorf("%s is not one of the simulated VINs (-vins)", vin)
+		}
 	}
 	for _, vin := range legacy {
-		sim.SetFault(vin, fleetsim.Fault{Legacy: true})
+		f := sim.Fault(vin)
+		f.Legacy = true
+		sim.SetFault(vin, f)
 	}
 	for _, vin := range asleep {
 		sim.Vehicle(vin).SetAsleep(true)

@@ -180,6 +180,11 @@ func TestSimulateUsageErrors(t *testing.T) {
 		{"bad latency", []string{"-latency", "commands=soon"}, "-latency"},
 		{"unknown latency class", []string{"-latency", "cmds=300ms"}, "latency class"},
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
+		{"scenario and vins", []string{"-scenario", writeScenario(t, "vehicles: [{model: modely}]"), "-vins", fleetsim.NewTestVIN(1)}, "use one"},
+		{"scenario file missing", []string{"-scenario", filepath.Join(t.TempDir(), "none.yaml")}, "-scenario"},
+		{"scenario unknown field", []string{"-scenario", writeScenario(t, "vehicles: [{paint: red}]")}, "field paint not found"},
+		{"scenario bad model", []string{"-scenario", writeScenario(t, "vehicles: [{model: roadster}]")}, "model \"roadster\""},
+		{"scenario without vehicles", []string{"-scenario", writeScenario(t, "sleep_after: 5m")}, "lists no vehicles"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -188,6 +193,97 @@ func TestSimulateUsageErrors(t *testing.T) {
 				t.Errorf("code %d stdout %q stderr %q, want 2 and %q", code, stdout.String(), stderr.String(), tc.want)
 			}
 		})
+	}
+}
+
+func writeScenario(t *testing.T, text string) string {
+	t.Helper()
+	return writeFile(t, filepath.Join(t.TempDir(), "fleet.yaml"), []byte(text), 0o600)
+}
+
+// TestSimulateScenario runs a YAML fleet: models, charge, sleep, legacy, pairing, timings.
+func TestSimulateScenario(t *testing.T) {
+	defer leakCheck(t)()
+	keyFile := writeClientKey(t)
+	vin := fleetsim.NewTestVIN(40)
+	file := writeScenario(t, `
+sleep_after: 5m
+wake_time: 2s
+vehicles:
+  - vin: `+vin+`
+    name: Daily driver
+    model: modely
+    battery: 41
+    charge_limit: 80
+    charging: true
+    location: {lat: 52.52, lon: 13.405, heading: 180}
+  - model: models
+    asleep: true
+    legacy: true
+    paired: false
+    faults: {delay: 1ms}
+`)
+	r := startSimulate(t, "-scenario", file, "-enroll", keyFile, "-wake-time", "3s")
+	vins := strings.Split(r.vins, ",")
+	if len(vins) != 2 || vins[0] != vin || vins[1][3] != 'S' {
+		t.Fatalf("vins %q: want %s and a generated Model S VIN", r.vins, vin)
+	}
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	var data struct {
+		Response struct {
+			DisplayName string `json:"display_name"`
+			Charge      struct {
+				Level int    `json:"battery_level"`
+				State string `json:"charging_state"`
+			} `json:"charge_state"`
+			Config struct {
+				CarType string `json:"car_type"`
+			} `json:"vehicle_config"`
+			Drive struct {
+				Lat float64 `json:"latitude"`
+			} `json:"drive_state"`
+		} `json:"response"`
+	}
+	getJSON(t, client, r.url+"/api/1/vehicles/"+vin+"/vehicle_data?endpoints=charge_state%3Bvehicle_config%3Blocation_data", &data)
+	d := data.Response
+	if d.DisplayName != "Daily driver" || d.Charge.Level != 41 || d.Charge.State != "Charging" || d.Config.CarType != "modely" || d.Drive.Lat != 52.52 {
+		t.Errorf("vehicle_data: %+v", d)
+	}
+	var other struct {
+		Response struct {
+			State string `json:"state"`
+		} `json:"response"`
+	}
+	getJSON(t, client, r.url+"/api/1/vehicles/"+vins[1], &other)
+	if other.Response.State != "asleep" {
+		t.Errorf("second car: %s, want asleep", other.Response.State)
+	}
+	var faults struct {
+		Vehicles map[string]struct {
+			Legacy  bool  `json:"legacy"`
+			DelayMS int64 `json:"delay_ms"`
+		} `json:"vehicles"`
+	}
+	getJSON(t, client, r.url+"/sim/faults", &faults)
+	if f := faults.Vehicles[vins[1]]; !f.Legacy || f.DelayMS != 1 {
+		t.Errorf("faults: %+v", faults)
+	}
+	var state fleetsim.DashboardState
+	getJSON(t, client, r.url+"/sim/state", &state)
+	if state.SleepAfterSec != 300 || state.WakeTimeSec != 3 {
+		t.Errorf("sleep after %v s, wake %v s: want the scenario's 300 and the flag's 3", state.SleepAfterSec, state.WakeTimeSec)
+	}
+	var vehicles []struct {
+		Enrolled int `json:"enrolled_keys"`
+	}
+	getJSON(t, client, r.url+"/sim/vehicles", &vehicles)
+	if len(vehicles) != 2 || vehicles[0].Enrolled != 1 || vehicles[1].Enrolled != 0 {
+		t.Errorf("enrolled keys: %+v, want the app key on the paired car only", vehicles)
+	}
+	client.CloseIdleConnections()
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d, stderr %s", code, r.stderr)
 	}
 }
 

@@ -47,7 +47,7 @@ type Options struct {
 	Store Store
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Price returns the estimated price of a billed call to path; nil means metrics.Price.
+	// Price returns the estimated price of a billed call to path; nil means metrics.PathPrice.
 	Price func(path string) float64
 	// OnChange, when not nil, is told the month's spend and limit after each change, and
 	// whether the warning level and the limit are reached (for gauges).
@@ -78,7 +78,7 @@ func New(o Options) *Budget {
 		o.Now = time.Now
 	}
 	if o.Price == nil {
-		o.Price = metrics.Price
+		o.Price = metrics.PathPrice
 	}
 	b := &Budget{o: o, log: zap.NewNop()}
 	if o.Logger != nil {

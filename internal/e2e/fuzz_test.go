@@ -68,7 +68,7 @@ func FuzzCommandParams(f *testing.F) {
 	for _, s := range commandSeeds() {
 		f.Add(s[0], []byte(s[1]))
 	}
-	env := testenv.Start(f, testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Timeout: 3 * time.Second})
+	env := testenv.Start(f, testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Timeout: 3 * time.Second, Echo: true})
 	vin := env.VINs[0]
 	pub := testenv.PublicKey(f, env.Key)
 	f.Fuzz(func(t *testing.T, name string, body []byte) {

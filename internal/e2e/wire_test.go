@@ -52,7 +52,7 @@ func echoOf(t testing.TB, status int, body []byte) fleetsim.Echo {
 // (or X-Forwarded-Host, or Forwarded) header changes where the proxy sends a request; the
 // simulator's echo reports the Host it got.
 func TestRequestTargetsAndHostHeaders(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	simHost := hostOf(t, env.SimURL)
 	vin := env.VINs[0]
@@ -108,7 +108,7 @@ func TestRequestTargetsAndHostHeaders(t *testing.T) {
 
 // TestConnectRefused: CONNECT, in authority form or not, with a token or not, is 405 with Allow.
 func TestConnectRefused(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	for _, tc := range []struct{ name, target string }{
 		{"authority form", "evil.example:443"},
@@ -165,7 +165,7 @@ var dotSegmentPaths = []struct{ method, path string }{
 // TestDotSegmentsRefused: dot-segment paths get 400 and never reach the Fleet API, over HTTP/1.1
 // (written raw) and over HTTP/2 (Go's client sends an opaque path as it is).
 func TestDotSegmentsRefused(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	vin := env.VINs[0]
 	for _, tc := range dotSegmentPaths {
@@ -198,7 +198,7 @@ func TestDotSegmentsRefused(t *testing.T) {
 // TestEncodedPathsPassThroughByteExact: percent-encoded slashes and other escapes reach the Fleet
 // API exactly as the client wrote them (%2F kept, case kept, nothing decoded or re-encoded).
 func TestEncodedPathsPassThroughByteExact(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	vin := env.VINs[0]
 	for _, target := range []string{
@@ -243,7 +243,7 @@ func TestEncodedPathsPassThroughByteExact(t *testing.T) {
 // TestMalformedHeadersRefused: header injection attempts (CR, LF, NUL inside header values or
 // names, smuggling shapes) are refused with 400 by Go's server before any handler runs.
 func TestMalformedHeadersRefused(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	vin := env.VINs[0]
 	path := "/api/1/vehicles/" + vin + "/vehicle_data"
@@ -285,7 +285,7 @@ func TestMalformedHeadersRefused(t *testing.T) {
 // TestHeaderFloodRefused: request headers over 64 KiB get 431 from Go's server, nothing goes
 // upstream; headers just under the limit still pass.
 func TestHeaderFloodRefused(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	addr, roots := hostOf(t, env.URL), rootsOf(env.Client)
 	path := "/api/1/vehicles/" + env.VINs[0] + "/vehicle_data"
 	base := []string{"Host: localhost", "Authorization: Bearer " + env.Token}
@@ -331,7 +331,7 @@ func TestHeaderFloodRefused(t *testing.T) {
 // and nothing goes upstream.
 func TestSlowHeadersCutOff(t *testing.T) {
 	withoutLeaks(t, "slowloris", func(t *testing.T) {
-		env := testenv.Start(t, testenv.Options{Vehicles: 1})
+		env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 		const readHeaderTimeout = 300 * time.Millisecond
 		srv := server.NewHTTPServer(server.Options{Handler: env.App.Handler, UpstreamTimeout: 5 * time.Second})
 		if srv.ReadHeaderTimeout != 10*time.Second {
@@ -396,7 +396,7 @@ func TestSlowHeadersCutOff(t *testing.T) {
 func TestTokenAudienceNeverBecomesUpstream(t *testing.T) {
 	key := testenv.NewKey(t)
 	pub := testenv.PublicKey(t, key)
-	sim := fleetsim.New(fleetsim.Options{TrustedKeys: nil})
+	sim := fleetsim.New(fleetsim.Options{Echo: true})
 	vin := fleetsim.NewTestVIN(0)
 	sim.AddVehicle(vin, pub)
 	rec := &recorder{next: sim}
@@ -474,7 +474,7 @@ func TestTokenAudienceNeverBecomesUpstream(t *testing.T) {
 // server answers 431 just over the limit and drops the connection with GOAWAY PROTOCOL_ERROR when
 // the header block is far over it, its CONTINUATION-flood defense), and nothing goes upstream.
 func TestHeaderFloodRefusedHTTP2(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1})
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Echo: true})
 	d := &tls.Dialer{Config: &tls.Config{RootCAs: rootsOf(env.Client), ServerName: "localhost", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}}
 	conn, err := d.DialContext(t.Context(), "tcp", hostOf(t, env.URL))
 	if err != nil {

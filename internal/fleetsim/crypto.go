@@ -38,7 +38,7 @@ const (
 	labelCommand     = "authenticated command"
 )
 
-// metadata serialises protocol metadata: tag(1) ‖ len(1) ‖ value per item, tags strictly rising,
+// metadata serializes protocol metadata: tag(1) ‖ len(1) ‖ value per item, tags strictly rising,
 // then a final 0xFF. The first error sticks: later adds are ignored and bytes returns it.
 type metadata struct {
 	buf     []byte
@@ -58,7 +58,7 @@ func (m *metadata) add(tag signatures.Tag, value []byte) {
 	case len(value) > 255:
 		m.err = errMetadataTooLong
 	default:
-		m.buf = append(m.buf, byte(tag), byte(len(value)))
+		m.buf = append(m.buf, byte(tag), byte(len(value))) //nolint:gosec // G115: tags are below 256 (signatures.Tag) and the length was checked above
 		m.buf = append(m.buf, value...)
 		m.lastTag = int(tag)
 	}
@@ -69,7 +69,7 @@ func (m *metadata) addUint32(tag signatures.Tag, v uint32) {
 	m.add(tag, binary.BigEndian.AppendUint32(nil, v))
 }
 
-// bytes returns the serialised metadata including the terminating 0xFF, or the first error.
+// bytes returns the serialized metadata including the terminating 0xFF, or the first error.
 func (m *metadata) bytes() ([]byte, error) {
 	if m.err != nil {
 		return nil, m.err
@@ -156,12 +156,12 @@ func requestHash(domain universal.Domain, tag []byte) []byte {
 func responseAAD(domain universal.Domain, vin string, counter, flags uint32, reqHash []byte, fault universal.MessageFault_E) ([]byte, error) {
 	m := newMetadata()
 	m.add(signatures.Tag_TAG_SIGNATURE_TYPE, []byte{byte(signatures.SignatureType_SIGNATURE_TYPE_AES_GCM_RESPONSE)})
-	m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)})
+	m.add(signatures.Tag_TAG_DOMAIN, []byte{byte(domain)}) //nolint:gosec // G115: domains are 0, 2 and 3
 	m.add(signatures.Tag_TAG_PERSONALIZATION, []byte(vin))
 	m.addUint32(signatures.Tag_TAG_COUNTER, counter)
 	m.addUint32(signatures.Tag_TAG_FLAGS, flags)
 	m.add(signatures.Tag_TAG_REQUEST_HASH, reqHash)
-	m.addUint32(signatures.Tag_TAG_FAULT, uint32(fault))
+	m.addUint32(signatures.Tag_TAG_FAULT, uint32(fault)) //nolint:gosec // G115: faults are small non-negative enum values
 	meta, err := m.bytes()
 	if err != nil {
 		return nil, err

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -175,78 +174,33 @@ func (s *Server) handleRESTCommand(w http.ResponseWriter, r *http.Request, c cal
 	if len(body) == 0 {
 		body = nil
 	}
-	s.record(Execution{VIN: v.vin, Domain: DomainREST, Action: name, Body: body, At: s.now()})
+	reason := f.Refuse
+	if reason == "" {
+		reason = v.applyREST(name, body)
+	} else {
+		s.countInjected("refused")
+	}
+	s.record(Execution{VIN: v.vin, Domain: DomainREST, Action: name, Body: body, Result: resultText(reason), At: s.now()})
 	s.countVehicle(v.vin, func(vs *VehicleStats) { vs.REST++ })
 	if code := f.FailAfterExecution; code != 0 {
 		s.countInjected("fail_after_execution")
 		writeFleetError(w, code, strings.ToLower(http.StatusText(code)), "", nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"response": map[string]any{"result": true, "reason": ""}})
+	writeJSON(w, http.StatusOK, map[string]any{"response": map[string]any{"result": reason == "", "reason": reason}})
 }
 
-// vehicleJSON is a vehicle as GET /api/1/vehicles and wake_up show it.
-type vehicleJSON struct {
-	ID                     int64          `json:"id"`
-	VehicleID              int64          `json:"vehicle_id"`
-	VIN                    string         `json:"vin"`
-	Color                  *string        `json:"color"`
-	AccessType             string         `json:"access_type"`
-	DisplayName            string         `json:"display_name"`
-	OptionCodes            *string        `json:"option_codes"`
-	GranularAccess         map[string]any `json:"granular_access"`
-	Tokens                 []string       `json:"tokens"`
-	State                  string         `json:"state"`
-	InService              bool           `json:"in_service"`
-	IDS                    string         `json:"id_s"`
-	CalendarEnabled        bool           `json:"calendar_enabled"`
-	APIVersion             int            `json:"api_version"`
-	BackseatToken          *string        `json:"backseat_token"`
-	BackseatTokenUpdatedAt *string        `json:"backseat_token_updated_at"`
-	BLEAutopairEnrolled    bool           `json:"ble_autopair_enrolled"`
-}
-
-// vehicleObject shows v with f as its effective fault.
-func (s *Server) vehicleObject(v *Vehicle, f Fault) vehicleJSON {
-	st := v.State()
-	state := "online"
-	if st.Asleep || f.Asleep {
-		state = "asleep"
+// resultText is Execution.Result for a car's refusal reason ("" for success).
+func resultText(reason string) string {
+	if reason == "" {
+		return "ok"
 	}
-	id := vehicleID(v.vin)
-	return vehicleJSON{
-		ID:              id,
-		VehicleID:       id/1000 + 7,
-		VIN:             v.vin,
-		AccessType:      "OWNER",
-		DisplayName:     st.Name,
-		GranularAccess:  map[string]any{"hide_private": false},
-		Tokens:          []string{},
-		State:           state,
-		IDS:             strconv.FormatInt(id, 10),
-		CalendarEnabled: true,
-		APIVersion:      81,
-	}
+	return reason
 }
 
-// handleVehicles is GET /api/1/vehicles.
-func (s *Server) handleVehicles(w http.ResponseWriter, _ *http.Request, _ call) {
-	vs := s.pick("")
-	list := make([]vehicleJSON, 0, len(vs))
-	for _, v := range vs {
-		list = append(list, s.vehicleObject(v, s.Fault(v.vin)))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"response": list,
-		"pagination": map[string]any{
-			"previous": nil, "next": nil, "current": 1, "per_page": len(list), "count": len(list), "pages": 1,
-		},
-		"count": len(list),
-	})
-}
-
-// handleWakeUp is POST /api/1/vehicles/{vin}/wake_up. It wakes the car at once, unless the
-// Asleep fault holds it down.
+// handleWakeUp is POST /api/1/vehicles/{vin}/wake_up. It starts waking the car, which comes
+// online after Options.WakeTime (the answer says "asleep" until then, as the Fleet API's does),
+// unless the Asleep fault holds it down.
 func (s *Server) handleWakeUp(w http.ResponseWriter, _ *http.Request, c call) {
 	v := c.vehicle(w)
 	if v == nil {
@@ -255,9 +209,9 @@ func (s *Server) handleWakeUp(w http.ResponseWriter, _ *http.Request, c call) {
 	if c.f.Asleep {
 		s.countInjected("asleep")
 	} else {
-		s.wake(v)
+		v.Wake()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"response": s.vehicleObject(v, c.f)})
+	writeJSON(w, http.StatusOK, map[string]any{"response": s.vehicleObject(v, v.State(), c.f)})
 }
 
 // Echo is what every route the simulator does not implement answers, as {"response":Echo}, so

@@ -66,7 +66,7 @@ func sha(b []byte) string {
 }
 
 func TestEcho(t *testing.T) {
-	_, ts := startSim(t, Options{})
+	_, ts := startSim(t, Options{Echo: true})
 	body := []byte(`{"a":1}`)
 	code, _, out := do(t, ts, http.MethodPatch,
 		"/api/1/vehicles/5YJ3E1EA0PF000001/vehicle_data%2Fx?endpoints=location_data%3Bcharge_state&b=%20",
@@ -111,7 +111,7 @@ func TestEcho(t *testing.T) {
 // TestEchoRawPath sends paths a client library would clean, over a raw connection, and checks
 // they arrive unchanged (no redirect, no cleaning).
 func TestEchoRawPath(t *testing.T) {
-	_, ts := startSim(t, Options{})
+	_, ts := startSim(t, Options{Echo: true})
 	for _, target := range []string{
 		"/api/1//vehicles/../x/./y",
 		"/api/1/vehicles/%2e%2e/a%3Fb",
@@ -158,7 +158,7 @@ func (z *zeroReader) Read(p []byte) (int, error) {
 // TestEchoStreams uploads 64 MiB and checks the simulator hashed it without holding it.
 func TestEchoStreams(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	ts := httptest.NewServer(New(Options{})) // plain HTTP: the point is the body, not TLS
+	ts := httptest.NewServer(New(Options{Echo: true})) // plain HTTP: the point is the body, not TLS
 	t.Cleanup(ts.Close)
 	const size = 64 << 20
 	h := sha256.New()
@@ -301,11 +301,14 @@ func TestVehiclesWakeAndREST(t *testing.T) {
 		t.Errorf("legacy honk: %d", code)
 	}
 	want := []Execution{
-		{VIN: legacy, Domain: DomainREST, Action: "set_charge_limit", Body: raw},
-		{VIN: legacy, Domain: DomainREST, Action: "honk_horn"},
+		{VIN: legacy, Domain: DomainREST, Action: "set_charge_limit", Body: raw, Result: "ok"},
+		{VIN: legacy, Domain: DomainREST, Action: "honk_horn", Result: "ok"},
 	}
 	if diff := cmp.Diff(want, sim.Executions(""), ignoreAt); diff != "" {
 		t.Errorf("executions (-want +got):\n%s", diff)
+	}
+	if got := sim.Vehicle(legacy).State().ChargeLimit; got != 80 {
+		t.Errorf("legacy car's charge limit after REST set_charge_limit = %d, want 80", got)
 	}
 	code, _, body = do(t, ts, http.MethodPost, "/api/1/vehicles/"+legacy+"/signed_command", strings.NewReader(`{"routable_message":""}`), nil)
 	if code != http.StatusUnprocessableEntity {

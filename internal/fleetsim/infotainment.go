@@ -2,7 +2,9 @@ package fleetsim
 
 import (
 	"fmt"
-	"slices"
+	"math"
+	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -76,53 +78,52 @@ func carError(reason string) []byte {
 
 // applyVehicleAction changes the car state. It returns an optional response body and, when the
 // car refuses, the reason. The refusals copy the reasons the REST API is known to give
-// ("is_charging", "not_charging", "already off").
+// ("is_charging", "not_charging", "already off"). The caller holds v.mu.
 func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Response, string) {
 	st := &v.state
 	switch a := va.GetVehicleActionMsg().(type) {
 	case *carserver.VehicleAction_ChargingSetLimitAction:
-		p := a.ChargingSetLimitAction.GetPercent()
-		if p < 50 || p > 100 {
-			return nil, "invalid_value"
-		}
-		st.ChargeLimit = p
+		return nil, st.setChargeLimit(a.ChargingSetLimitAction.GetPercent())
 	case *carserver.VehicleAction_ChargingStartStopAction:
 		c := a.ChargingStartStopAction
 		switch {
 		case c.GetStart() != nil:
-			if st.Charging {
-				return nil, "is_charging"
-			}
-			st.Charging = true
+			return nil, st.startCharging()
 		case c.GetStop() != nil:
-			if !st.Charging {
-				return nil, "not_charging"
-			}
-			st.Charging = false
+			return nil, st.stopCharging()
 		case c.GetStartStandard() != nil:
-			st.ChargeLimit = 90
+			return nil, st.setChargeLimit(90)
 		case c.GetStartMaxRange() != nil:
-			st.ChargeLimit = 100
+			return nil, st.setChargeLimit(100)
 		default:
 			return nil, "invalid_value"
 		}
 	case *carserver.VehicleAction_SetChargingAmpsAction:
-		amps := a.SetChargingAmpsAction.GetChargingAmps()
-		if amps < 0 || amps > 48 {
-			return nil, "invalid_value"
-		}
-		st.ChargingAmps = amps
+		return nil, st.setChargingAmps(a.SetChargingAmpsAction.GetChargingAmps())
 	case *carserver.VehicleAction_ScheduledChargingAction:
 		st.ScheduledCharging = a.ScheduledChargingAction.GetEnabled()
 		st.ScheduledChargingMinutes = a.ScheduledChargingAction.GetChargingTime()
 	case *carserver.VehicleAction_ScheduledDepartureAction:
-		st.ScheduledDeparture = a.ScheduledDepartureAction.GetEnabled()
+		d := a.ScheduledDepartureAction
+		st.ScheduledDeparture = d.GetEnabled()
+		st.ScheduledDepartureMinutes = d.GetDepartureTime()
+		st.PreconditioningEnabled = d.GetEnabled() && d.GetPreconditioningTimes() != nil
+		st.OffPeakChargingEnabled = d.GetEnabled() && d.GetOffPeakChargingTimes() != nil
 	case *carserver.VehicleAction_AddChargeScheduleAction:
-		st.ChargeSchedules = addSchedule(st.ChargeSchedules, a.AddChargeScheduleAction.GetId())
+		c := a.AddChargeScheduleAction
+		st.ChargeSchedules = upsertSchedule(st.ChargeSchedules, Schedule{
+			ID: c.GetId(), Name: c.GetName(), DaysOfWeek: c.GetDaysOfWeek(), Enabled: c.GetEnabled(), OneTime: c.GetOneTime(),
+			StartEnabled: c.GetStartEnabled(), StartTime: c.GetStartTime(), EndEnabled: c.GetEndEnabled(), EndTime: c.GetEndTime(),
+			Latitude: c.GetLatitude(), Longitude: c.GetLongitude(),
+		})
 	case *carserver.VehicleAction_RemoveChargeScheduleAction:
 		st.ChargeSchedules = removeSchedule(st.ChargeSchedules, a.RemoveChargeScheduleAction.GetId())
 	case *carserver.VehicleAction_AddPreconditionScheduleAction:
-		st.PreconditionSchedules = addSchedule(st.PreconditionSchedules, a.AddPreconditionScheduleAction.GetId())
+		p := a.AddPreconditionScheduleAction
+		st.PreconditionSchedules = upsertSchedule(st.PreconditionSchedules, Schedule{
+			ID: p.GetId(), Name: p.GetName(), DaysOfWeek: p.GetDaysOfWeek(), Enabled: p.GetEnabled(), OneTime: p.GetOneTime(),
+			Time: p.GetPreconditionTime(), Latitude: p.GetLatitude(), Longitude: p.GetLongitude(),
+		})
 	case *carserver.VehicleAction_RemovePreconditionScheduleAction:
 		st.PreconditionSchedules = removeSchedule(st.PreconditionSchedules, a.RemovePreconditionScheduleAction.GetId())
 	case *carserver.VehicleAction_BatchRemoveChargeSchedulesAction:
@@ -134,7 +135,7 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 	case *carserver.VehicleAction_ChargePortDoorClose:
 		st.ChargePortOpen = false
 	case *carserver.VehicleAction_HvacAutoAction:
-		st.ClimateOn = a.HvacAutoAction.GetPowerOn()
+		st.setClimate(a.HvacAutoAction.GetPowerOn())
 	case *carserver.VehicleAction_HvacTemperatureAdjustmentAction:
 		t := a.HvacTemperatureAdjustmentAction
 		if d := t.GetDriverTempCelsius(); d != 0 {
@@ -143,40 +144,60 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		if p := t.GetPassengerTempCelsius(); p != 0 {
 			st.PassengerTempC = p
 		}
+	case *carserver.VehicleAction_HvacSeatHeaterActions:
+		for _, h := range a.HvacSeatHeaterActions.GetHvacSeatHeaterAction() {
+			if i := seatHeaterIndex(h); i >= 0 {
+				st.SeatHeaters[i] = seatHeaterLevel(h)
+			}
+		}
+	case *carserver.VehicleAction_HvacSeatCoolerActions:
+		for _, c := range a.HvacSeatCoolerActions.GetHvacSeatCoolerAction() {
+			if i := int(c.GetSeatPosition()) - 1; i == 0 || i == 1 {
+				st.SeatCoolers[i] = max(int32(c.GetSeatCoolerLevel())-1, 0)
+			}
+		}
+	case *carserver.VehicleAction_AutoSeatClimateAction:
+		for _, c := range a.AutoSeatClimateAction.GetCarseat() {
+			if i := int(c.GetSeatPosition()) - 1; i == 0 || i == 1 {
+				st.AutoSeatClimate[i] = c.GetOn()
+			}
+		}
 	case *carserver.VehicleAction_HvacSteeringWheelHeaterAction:
 		st.SteeringWheelHeater = a.HvacSteeringWheelHeaterAction.GetPowerOn()
 	case *carserver.VehicleAction_HvacBioweaponModeAction:
 		st.BioweaponMode = a.HvacBioweaponModeAction.GetOn()
 	case *carserver.VehicleAction_HvacSetPreconditioningMaxAction:
-		st.PreconditioningMax = a.HvacSetPreconditioningMaxAction.GetOn()
+		st.setPreconditioningMax(a.HvacSetPreconditioningMaxAction.GetOn())
 	case *carserver.VehicleAction_HvacClimateKeeperAction:
-		st.ClimateKeeperMode = a.HvacClimateKeeperAction.GetClimateKeeperAction().String()
+		st.setClimateKeeper(a.HvacClimateKeeperAction.GetClimateKeeperAction().String())
 	case *carserver.VehicleAction_SetCabinOverheatProtectionAction:
 		c := a.SetCabinOverheatProtectionAction
-		switch {
-		case !c.GetOn():
-			st.CabinOverheatProtection = "off"
-		case c.GetFanOnly():
-			st.CabinOverheatProtection = "fan_only"
-		default:
-			st.CabinOverheatProtection = "on"
+		st.setCabinOverheat(c.GetOn(), c.GetFanOnly())
+	case *carserver.VehicleAction_SetCopTempAction:
+		t := a.SetCopTempAction.GetCopActivationTemp()
+		if t == carserver.ClimateState_CopActivationTempUnspecified {
+			return nil, "invalid_value"
 		}
+		st.CopActivationTemp = strings.TrimPrefix(t.String(), "CopActivationTemp")
 	case *carserver.VehicleAction_VehicleControlSetSentryModeAction:
 		st.SentryMode = a.VehicleControlSetSentryModeAction.GetOn()
 	case *carserver.VehicleAction_VehicleControlSetValetModeAction:
-		on := a.VehicleControlSetValetModeAction.GetOn()
-		if !on && !st.ValetMode {
-			return nil, "already off"
-		}
-		st.ValetMode = on
+		c := a.VehicleControlSetValetModeAction
+		return nil, st.setValet(c.GetOn(), c.GetPassword())
+	case *carserver.VehicleAction_VehicleControlResetValetPinAction:
+		st.ValetPINSet = false
 	case *carserver.VehicleAction_VehicleControlSetPinToDriveAction:
 		st.PINToDrive = a.VehicleControlSetPinToDriveAction.GetOn()
 	case *carserver.VehicleAction_VehicleControlResetPinToDriveAction, *carserver.VehicleAction_VehicleControlResetPinToDriveAdminAction:
 		st.PINToDrive = false
 	case *carserver.VehicleAction_DrivingSpeedLimitAction:
-		st.SpeedLimitActive = a.DrivingSpeedLimitAction.GetActivate()
+		c := a.DrivingSpeedLimitAction
+		return nil, st.setSpeedLimit(c.GetActivate(), c.GetPin())
 	case *carserver.VehicleAction_DrivingSetSpeedLimitAction:
-		st.SpeedLimitMPH = a.DrivingSetSpeedLimitAction.GetLimitMph()
+		return nil, st.setSpeedLimitMPH(a.DrivingSetSpeedLimitAction.GetLimitMph())
+	case *carserver.VehicleAction_DrivingClearSpeedLimitPinAction, *carserver.VehicleAction_DrivingClearSpeedLimitPinAdminAction:
+		st.SpeedLimitPINSet = false
+		st.SpeedLimitActive = false
 	case *carserver.VehicleAction_GuestModeAction:
 		st.GuestMode = a.GuestModeAction.GetGuestModeActive()
 	case *carserver.VehicleAction_SetVehicleNameAction:
@@ -198,40 +219,74 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		m := a.MediaUpdateVolume
 		switch m.GetMediaVolume().(type) {
 		case *carserver.MediaUpdateVolume_VolumeAbsoluteFloat:
-			st.Volume = m.GetVolumeAbsoluteFloat()
+			st.setVolume(m.GetVolumeAbsoluteFloat())
 		case *carserver.MediaUpdateVolume_VolumeDelta:
-			st.Volume += float32(m.GetVolumeDelta())
+			st.setVolume(st.Volume + float32(m.GetVolumeDelta()))
 		}
-		st.Volume = min(max(st.Volume, 0), 11)
 	case *carserver.VehicleAction_MediaPlayAction:
 		st.MediaPlaying = !st.MediaPlaying
+	case *carserver.VehicleAction_MediaNextTrack:
+		st.stepTrack(1)
+	case *carserver.VehicleAction_MediaPreviousTrack:
+		st.stepTrack(-1)
+	case *carserver.VehicleAction_MediaNextFavorite:
+		st.stepFavorite(1)
+	case *carserver.VehicleAction_MediaPreviousFavorite:
+		st.stepFavorite(-1)
 	case *carserver.VehicleAction_VehicleControlScheduleSoftwareUpdateAction:
-		st.SoftwareUpdateScheduled = true
+		offset := time.Duration(a.VehicleControlScheduleSoftwareUpdateAction.GetOffsetSec()) * time.Second
+		return nil, st.scheduleUpdate(v.now(), offset)
 	case *carserver.VehicleAction_VehicleControlCancelSoftwareUpdateAction:
-		st.SoftwareUpdateScheduled = false
+		st.cancelUpdate()
 	case *carserver.VehicleAction_Ping:
 		return &carserver.Response{ResponseMsg: &carserver.Response_Ping{Ping: a.Ping}}, ""
 	case *carserver.VehicleAction_GetVehicleData:
 		return &carserver.Response{ResponseMsg: &carserver.Response_VehicleData{VehicleData: v.vehicleData()}}, ""
 	default:
-		// Honk, flash, media tracks and favourites, seat heaters and coolers, homelink, COP
-		// temperature, valet PIN reset, erase user data, speed-limit PIN clearing, nearby
-		// charging sites, sunroof: accepted without a simulated effect beyond the Execution.
+		// Honk, flash, homelink, erase user data, nearby charging sites, sunroof: accepted, with
+		// nothing in vehicle_data to show for it beyond the Execution.
 	}
 	return nil, ""
 }
 
-// addSchedule adds a schedule id to a list unless it is there already.
-func addSchedule(ids []uint64, id uint64) []uint64 {
-	if slices.Contains(ids, id) {
-		return ids
+// seatHeaterIndex maps a seat heater action's position to the CarState.SeatHeaters index, or -1.
+func seatHeaterIndex(h *carserver.HvacSeatHeaterActions_HvacSeatHeaterAction) int {
+	switch {
+	case h.GetCAR_SEAT_FRONT_LEFT() != nil:
+		return 0
+	case h.GetCAR_SEAT_FRONT_RIGHT() != nil:
+		return 1
+	case h.GetCAR_SEAT_REAR_LEFT() != nil:
+		return 2
+	case h.GetCAR_SEAT_REAR_LEFT_BACK() != nil:
+		return 3
+	case h.GetCAR_SEAT_REAR_CENTER() != nil:
+		return 4
+	case h.GetCAR_SEAT_REAR_RIGHT() != nil:
+		return 5
+	case h.GetCAR_SEAT_REAR_RIGHT_BACK() != nil:
+		return 6
+	case h.GetCAR_SEAT_THIRD_ROW_LEFT() != nil:
+		return 7
+	case h.GetCAR_SEAT_THIRD_ROW_RIGHT() != nil:
+		return 8
+	default:
+		return -1
 	}
-	return append(ids, id)
 }
 
-// removeSchedule removes a schedule id from a list.
-func removeSchedule(ids []uint64, id uint64) []uint64 {
-	return slices.DeleteFunc(ids, func(x uint64) bool { return x == id })
+// seatHeaterLevel maps a seat heater action's level to 0–3.
+func seatHeaterLevel(h *carserver.HvacSeatHeaterActions_HvacSeatHeaterAction) int32 {
+	switch {
+	case h.GetSEAT_HEATER_LOW() != nil:
+		return 1
+	case h.GetSEAT_HEATER_MED() != nil:
+		return 2
+	case h.GetSEAT_HEATER_HIGH() != nil:
+		return 3
+	default:
+		return 0
+	}
 }
 
 // vehicleData is a small VehicleData snapshot: charge, climate and closures.
@@ -239,7 +294,7 @@ func (v *Vehicle) vehicleData() *carserver.VehicleData {
 	st := v.state
 	return &carserver.VehicleData{
 		ChargeState: &carserver.ChargeState{
-			OptionalBatteryLevel:   &carserver.ChargeState_BatteryLevel{BatteryLevel: st.BatteryLevel},
+			OptionalBatteryLevel:   &carserver.ChargeState_BatteryLevel{BatteryLevel: int32(math.Round(st.BatteryLevel))},
 			OptionalChargeLimitSoc: &carserver.ChargeState_ChargeLimitSoc{ChargeLimitSoc: st.ChargeLimit},
 			OptionalChargingAmps:   &carserver.ChargeState_ChargingAmps{ChargingAmps: st.ChargingAmps},
 		},

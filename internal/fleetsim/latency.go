@@ -20,7 +20,7 @@ type Delay struct {
 func (d Delay) draw() time.Duration {
 	t := d.Base
 	if d.Jitter > 0 {
-		t += time.Duration(rand.Int64N(int64(2*d.Jitter)+1)) - d.Jitter
+		t += time.Duration(rand.Int64N(int64(2*d.Jitter)+1)) - d.Jitter //nolint:gosec // G404: jitter needs spread, not secrecy
 	}
 	return max(t, 0)
 }

@@ -130,7 +130,11 @@ func TestRESTCommandNames(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 		if c.domain != "" {
-			want = append(want, Execution{VIN: vin, Domain: c.domain, Action: c.action})
+			result := "ok"
+			if c.refused != "" {
+				result = c.refused
+			}
+			want = append(want, Execution{VIN: vin, Domain: c.domain, Action: c.action, Result: result})
 		}
 	}
 	if len(names) != 69 {

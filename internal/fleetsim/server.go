@@ -1,6 +1,7 @@
 package fleetsim
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/sha256"
@@ -51,17 +52,27 @@ type Server struct {
 	// latency is the answer time per route class; nil answers at once.
 	latency atomic.Pointer[Latency]
 
+	// life is how cars sleep and wake (Options.SleepAfter, Options.WakeTime); echo is
+	// Options.Echo.
+	life lifecycle
+	echo bool
+	// recent holds the last commands per VIN, newest last, for the dashboard (s.mu).
+	recent map[string][]Execution
+	// invitations are the driver invitations per VIN, and nextInvitation numbers them (s.mu).
+	invitations    map[string][]invitation
+	nextInvitation int64
+	// changes wakes the dashboard's event streams when something changed; stopEvents ends them
+	// (StopEvents).
+	changes    broadcast
+	stopEvents chan struct{}
+	stopOnce   sync.Once
+
 	// refused maps the SHA-256 of a bearer token to how the Fleet API refuses it (RefuseToken),
 	// and tokenCalls counts the Fleet API requests seen per token hash.
 	tokensMu   sync.Mutex
 	refused    map[[32]byte]refusal
 	tokenCalls map[[32]byte]int
 
-	// wakeDelays is how long each VIN takes to come online after wake_up (SetWakeDelay), and
-	// waking the VINs on their way.
-	wakeMu     sync.Mutex
-	wakeDelays map[string]time.Duration
-	waking     map[string]bool
 }
 
 // refusal is how RefuseToken answers one token.
@@ -119,6 +130,13 @@ func New(opts Options) *Server {
 		faults:    make(map[string]Fault),
 		telemetry: make(map[string]map[string]any),
 		stats:     emptyStats(),
+		life:      lifecycle{sleepAfter: opts.SleepAfter, wakeTime: opts.WakeTime},
+		echo:      opts.Echo,
+		recent:    make(map[string][]Execution),
+
+		stopEvents: make(chan struct{}),
+
+		invitations: make(map[string][]invitation),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -155,21 +173,31 @@ func (s *Server) Latency() Latency {
 func (s *Server) newRouter() *mux.Router {
 	r := mux.NewRouter().UseEncodedPath().SkipClean(true)
 
-	// Control endpoints, outside the simulated Fleet API and not counted in Stats.
-	r.HandleFunc("/sim/stats", s.handleSimStats).Methods(http.MethodGet)
-	r.HandleFunc("/sim/stats", s.handleSimResetStats).Methods(http.MethodDelete)
-	r.HandleFunc("/sim/stats/reset", s.handleSimResetStats).Methods(http.MethodPost)
-	r.HandleFunc("/sim/executions", s.handleSimExecutions).Methods(http.MethodGet)
-	r.HandleFunc("/sim/faults", s.handleSimGetFaults).Methods(http.MethodGet)
-	r.HandleFunc("/sim/faults", s.handleSimSetFault).Methods(http.MethodPost)
-	r.HandleFunc("/sim/reboot", s.handleSimReboot).Methods(http.MethodPost)
-	r.HandleFunc("/sim/vehicles", s.handleSimVehicles).Methods(http.MethodGet)
-	r.HandleFunc("/sim/vehicles/{vin}/asleep", s.handleSimAsleep).Methods(http.MethodPost)
-	r.PathPrefix("/sim/").HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	// Control endpoints and the dashboard, outside the simulated Fleet API and not counted in
+	// Stats. Browsers may not change anything here from another site's page.
+	cop := http.NewCrossOriginProtection()
+	sim := func(path string, h http.HandlerFunc, methods ...string) {
+		r.Handle(path, cop.Handler(h)).Methods(methods...)
+	}
+	sim("/sim/stats", s.handleSimStats, http.MethodGet)
+	sim("/sim/stats", s.handleSimResetStats, http.MethodDelete)
+	sim("/sim/stats/reset", s.handleSimResetStats, http.MethodPost)
+	sim("/sim/executions", s.handleSimExecutions, http.MethodGet)
+	sim("/sim/faults", s.handleSimGetFaults, http.MethodGet)
+	sim("/sim/faults", s.handleSimSetFault, http.MethodPost)
+	sim("/sim/reboot", s.handleSimReboot, http.MethodPost)
+	sim("/sim/vehicles", s.handleSimVehicles, http.MethodGet)
+	sim("/sim/vehicles/{vin}/asleep", s.handleSimAsleep, http.MethodPost)
+	sim("/sim/vehicles/{vin}/wake", s.handleSimWake, http.MethodPost)
+	sim("/sim/state", s.handleSimState, http.MethodGet)
+	sim("/sim/events", s.handleSimEvents, http.MethodGet)
+	r.Handle("/sim/", dashboardHandler()).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/sim/assets/").Handler(dashboardHandler()).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/sim/").Handler(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		apierr.Write(w, apierr.New(http.StatusNotFound, "not_found", "Unknown simulator control endpoint."))
-	})
+	})))
 
-	// The simulated Fleet API.
+	// The simulated Fleet API: what signing needs, always.
 	r.Handle("/api/1/vehicles", s.api("vehicles", s.handleVehicles)).Methods(http.MethodGet)
 	r.Handle("/api/1/vehicles/fleet_telemetry_config_jws", s.api("fleet_telemetry_config_jws", s.handleTelemetryJWS)).Methods(http.MethodPost)
 	r.Handle("/api/1/vehicles/{vin}/signed_command", s.api("signed_command", s.handleSignedCommand)).Methods(http.MethodPost)
@@ -177,7 +205,29 @@ func (s *Server) newRouter() *mux.Router {
 	r.Handle("/api/1/vehicles/{vin}/wake_up", s.api("wake_up", s.handleWakeUp)).Methods(http.MethodPost)
 	r.Handle("/api/1/vehicles/{vin}/fleet_telemetry_config", s.api("fleet_telemetry_config", s.handleTelemetryGet)).Methods(http.MethodGet)
 	r.Handle("/api/1/vehicles/{vin}/fleet_telemetry_config", s.api("fleet_telemetry_config", s.handleTelemetryDelete)).Methods(http.MethodDelete)
-	r.PathPrefix("/").Handler(s.api("echo", s.handleEcho))
+	if s.echo {
+		r.PathPrefix("/").Handler(s.api("echo", s.handleEcho))
+		return r
+	}
+
+	// The read routes apps call, unless Options.Echo answers them with echoes.
+	r.Handle("/api/1/vehicles/fleet_status", s.api("fleet_status", s.handleFleetStatus)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}", s.api("vehicle", s.handleVehicle)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/vehicle_data", s.api("vehicle_data", s.handleVehicleData)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/data_request/{section}", s.api("data_request", s.handleDataRequest)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/nearby_charging_sites", s.api("nearby_charging_sites", s.handleNearbyChargingSites)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/service_data", s.api("service_data", s.handleServiceData)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/mobile_enabled", s.api("mobile_enabled", s.handleMobileEnabled)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/release_notes", s.api("release_notes", s.handleReleaseNotes)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/drivers", s.api("drivers", s.handleDrivers)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/drivers", s.api("drivers", s.handleDriversDelete)).Methods(http.MethodDelete)
+	r.Handle("/api/1/vehicles/{vin}/invitations", s.api("invitations", s.handleInvitations)).Methods(http.MethodGet)
+	r.Handle("/api/1/vehicles/{vin}/invitations", s.api("invitations", s.handleInvitationCreate)).Methods(http.MethodPost)
+	r.Handle("/api/1/vehicles/{vin}/invitations/{invitation}/revoke", s.api("invitations", s.handleInvitationRevoke)).Methods(http.MethodPost)
+	r.Handle("/api/1/products", s.api("products", s.handleProducts)).Methods(http.MethodGet)
+	r.Handle("/api/1/users/me", s.api("users", s.handleUserMe)).Methods(http.MethodGet)
+	r.Handle("/api/1/users/region", s.api("users", s.handleUserRegion)).Methods(http.MethodGet)
+	r.PathPrefix("/").Handler(s.api("not_found", s.handleNotFound))
 	return r
 }
 
@@ -192,12 +242,13 @@ func (s *Server) AddVehicle(vin string, enrolled ...*ecdh.PublicKey) *Vehicle {
 	v, ok := s.vehicles[vin]
 	if !ok {
 		var err error
-		v, err = newVehicle(vin, s.now, s.seed, s.boot)
+		v, err = newVehicle(vin, s.now, s.seed, s.boot, s.life)
 		if err != nil {
 			s.mu.Unlock()
 			// Only key generation or the system RNG can fail here.
 			panic("fleetsim: new vehicle: " + err.Error())
 		}
+		v.changed = s.changes.notify
 		s.vehicles[vin] = v
 		s.ids[strconv.FormatInt(vehicleID(vin), 10)] = vin
 		s.order = append(s.order, vin)
@@ -234,6 +285,7 @@ func (s *Server) SetFault(vin string, f Fault) {
 	default:
 		s.faults[vin] = f
 	}
+	s.changes.notify()
 }
 
 // Fault returns the effective fault for a vehicle (its own merged with the server-wide one), or
@@ -330,10 +382,19 @@ func (s *Server) lookup(tag string) *Vehicle {
 	return s.vehicles[s.ids[tag]]
 }
 
+// recentPerVehicle is how many of a car's last commands the dashboard shows.
+const recentPerVehicle = 8
+
 func (s *Server) record(e Execution) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.executions = append(s.executions, e)
+	r := append(s.recent[e.VIN], e)
+	if len(r) > recentPerVehicle {
+		r = append(r[:0:0], r[len(r)-recentPerVehicle:]...)
+	}
+	s.recent[e.VIN] = r
+	s.mu.Unlock()
+	s.changes.notify()
 }
 
 // vehicleID is a stable, positive, Tesla-looking numeric id for a VIN.
@@ -402,6 +463,36 @@ func (s *Server) countRequest(route string, status int) {
 	// away during an injected delay) is not counted as billed.
 	if status != 0 && status < 500 {
 		s.stats.Billing[billingCategory(route)]++
+	}
+	s.changes.notify()
+}
+
+// broadcast lets any number of watchers wait for the next change. notify is one atomic load
+// while nobody watches, so counting a request stays cheap.
+type broadcast struct {
+	ch atomic.Pointer[chan struct{}] // closed at the next notify; nil while nobody waits
+}
+
+// notify wakes every watcher.
+func (b *broadcast) notify() {
+	if b.ch.Load() == nil {
+		return
+	}
+	if p := b.ch.Swap(nil); p != nil {
+		close(*p)
+	}
+}
+
+// next returns a channel closed at the next notify.
+func (b *broadcast) next() <-chan struct{} {
+	for {
+		if p := b.ch.Load(); p != nil {
+			return *p
+		}
+		c := make(chan struct{})
+		if b.ch.CompareAndSwap(nil, &c) {
+			return c
+		}
 	}
 }
 
@@ -490,16 +581,19 @@ func writeFleetError(w http.ResponseWriter, code int, errText, desc string, h ht
 	apierr.Write(w, &apierr.Error{Code: code, Word: errText, Msg: desc, Header: h})
 }
 
-// writeJSON writes v as a JSON answer.
+// writeJSON writes v as a JSON answer. Like the Fleet API's, it does not escape <, > and &
+// ("<invalid>" stays as it is).
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // sleepCtx waits d or until ctx ends.

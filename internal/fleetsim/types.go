@@ -47,6 +47,18 @@ type Options struct {
 	// Latency is how long Fleet API answers take, per route class (see Server.SetLatency). The
 	// zero value answers at once, as tests want.
 	Latency Latency
+	// SleepAfter is how long a car stays awake with nothing to do (no command, no data request,
+	// not charging, climate off, sentry off, parked) before it falls asleep. Zero means never, as
+	// tests want.
+	SleepAfter time.Duration
+	// WakeTime is how long wake_up takes to bring an asleep car online; until then the car stays
+	// asleep (408 to data and commands). Zero wakes it at once.
+	WakeTime time.Duration
+	// Echo makes every Fleet API route the simulator does not need for signing and waking (reads
+	// such as vehicle_data, fleet_status, and any unknown path) answer with an Echo of the
+	// request, for tests that check exactly what a proxy passed through. Without it those routes
+	// answer as the Fleet API does, and an unknown path gets 404.
+	Echo bool
 }
 
 // Fault is a set of misbehaviours to inject, for one vehicle or for the whole server (see
@@ -125,6 +137,9 @@ type Execution struct {
 	Action string `json:"action"`
 	// Body is the raw request body of a REST command, exactly as received; nil otherwise.
 	Body []byte `json:"body,omitempty"`
+	// Result is what the car answered: "ok", or its reason for refusing ("is_charging", the
+	// Refuse fault's text, …).
+	Result string `json:"result"`
 	// At is the simulator clock's time when the command ran.
 	At time.Time `json:"at"`
 }
@@ -167,7 +182,10 @@ type Stats struct {
 	// JWSRejected counts telemetry-config tokens refused (bad signature, untrusted key, wrong aud).
 	JWSRejected int `json:"jws_rejected"`
 	// Routes counts requests per route: "signed_command", "command", "wake_up", "vehicles",
-	// "fleet_telemetry_config_jws", "fleet_telemetry_config", "echo".
+	// "vehicle", "vehicle_data", "data_request", "fleet_status", "nearby_charging_sites",
+	// "service_data", "mobile_enabled", "release_notes", "drivers", "invitations", "products",
+	// "users", "fleet_telemetry_config_jws", "fleet_telemetry_config", and "not_found" for any
+	// other path ("echo" instead with Options.Echo).
 	Routes map[string]int `json:"routes"`
 	// Billing counts requests per billing category (BillingCommands, BillingWakes, BillingData)
 	// that Tesla would bill: those answered with a status below 500.
@@ -175,104 +193,4 @@ type Stats struct {
 	// Upstream counts every request that reached the simulated Fleet API (everything outside
 	// /sim/), whatever its answer.
 	Upstream int `json:"upstream"`
-}
-
-// CarState is the simulated state of a car, as commands change it.
-type CarState struct {
-	// Name is the vehicle name (SetVehicleNameAction).
-	Name string `json:"name"`
-	// Asleep reports whether the vehicle is asleep (wake_up clears it).
-	Asleep bool `json:"asleep"`
-	// Locked reports whether the doors are locked.
-	Locked bool `json:"locked"`
-	// RemoteStart reports whether keyless driving was enabled (RKE_ACTION_REMOTE_DRIVE).
-	RemoteStart bool `json:"remote_start"`
-	// FrontTrunkOpen reports whether the frunk is open.
-	FrontTrunkOpen bool `json:"front_trunk_open"`
-	// RearTrunkOpen reports whether the trunk is open.
-	RearTrunkOpen bool `json:"rear_trunk_open"`
-	// TonneauOpen reports whether the tonneau cover is open.
-	TonneauOpen bool `json:"tonneau_open"`
-	// WindowsVented reports whether the windows are vented.
-	WindowsVented bool `json:"windows_vented"`
-	// ChargePortOpen reports whether the charge port door is open.
-	ChargePortOpen bool `json:"charge_port_open"`
-	// BatteryLevel is the state of charge in percent.
-	BatteryLevel int32 `json:"battery_level"`
-	// ChargeLimit is the charge limit in percent.
-	ChargeLimit int32 `json:"charge_limit"`
-	// Charging reports whether the car is charging.
-	Charging bool `json:"charging"`
-	// ChargingAmps is the requested charging current.
-	ChargingAmps int32 `json:"charging_amps"`
-	// ScheduledCharging reports whether scheduled charging is on.
-	ScheduledCharging bool `json:"scheduled_charging"`
-	// ScheduledChargingMinutes is the scheduled start, minutes after midnight.
-	ScheduledChargingMinutes int32 `json:"scheduled_charging_minutes"`
-	// ScheduledDeparture reports whether scheduled departure is on.
-	ScheduledDeparture bool `json:"scheduled_departure"`
-	// ChargeSchedules holds the ids of the charge schedules, in the order added.
-	ChargeSchedules []uint64 `json:"charge_schedules"`
-	// PreconditionSchedules holds the ids of the precondition schedules, in the order added.
-	PreconditionSchedules []uint64 `json:"precondition_schedules"`
-	// ClimateOn reports whether climate control is on.
-	ClimateOn bool `json:"climate_on"`
-	// DriverTempC is the driver's temperature setting in °C.
-	DriverTempC float32 `json:"driver_temp_c"`
-	// PassengerTempC is the passenger's temperature setting in °C.
-	PassengerTempC float32 `json:"passenger_temp_c"`
-	// SteeringWheelHeater reports whether the steering wheel heater is on.
-	SteeringWheelHeater bool `json:"steering_wheel_heater"`
-	// BioweaponMode reports whether bioweapon defense mode is on.
-	BioweaponMode bool `json:"bioweapon_mode"`
-	// PreconditioningMax reports whether max preconditioning is on.
-	PreconditioningMax bool `json:"preconditioning_max"`
-	// ClimateKeeperMode is the climate keeper mode's enum name ("ClimateKeeperAction_Off", …).
-	ClimateKeeperMode string `json:"climate_keeper_mode"`
-	// CabinOverheatProtection is "off", "on" or "fan_only".
-	CabinOverheatProtection string `json:"cabin_overheat_protection"`
-	// SentryMode reports whether sentry mode is on.
-	SentryMode bool `json:"sentry_mode"`
-	// ValetMode reports whether valet mode is on.
-	ValetMode bool `json:"valet_mode"`
-	// PINToDrive reports whether PIN to drive is on.
-	PINToDrive bool `json:"pin_to_drive"`
-	// SpeedLimitActive reports whether speed limit mode is active.
-	SpeedLimitActive bool `json:"speed_limit_active"`
-	// SpeedLimitMPH is the speed limit in mph.
-	SpeedLimitMPH float64 `json:"speed_limit_mph"`
-	// GuestMode reports whether guest mode is on.
-	GuestMode bool `json:"guest_mode"`
-	// LowPowerMode reports whether low power mode is on.
-	LowPowerMode bool `json:"low_power_mode"`
-	// KeepAccessoryPower reports whether accessory power is kept on.
-	KeepAccessoryPower bool `json:"keep_accessory_power"`
-	// Volume is the media volume (0–11).
-	Volume float32 `json:"volume"`
-	// MediaPlaying reports whether media is playing (toggled by MediaPlayAction).
-	MediaPlaying bool `json:"media_playing"`
-	// SoftwareUpdateScheduled reports whether a software update is scheduled.
-	SoftwareUpdateScheduled bool `json:"software_update_scheduled"`
-}
-
-// defaultCarState is a parked, locked car at 80 % with a 90 % limit.
-func defaultCarState() CarState {
-	return CarState{
-		Name:                    "Simulated",
-		Locked:                  true,
-		BatteryLevel:            80,
-		ChargeLimit:             90,
-		ChargingAmps:            16,
-		DriverTempC:             21,
-		PassengerTempC:          21,
-		ClimateKeeperMode:       "ClimateKeeperAction_Off",
-		CabinOverheatProtection: "off",
-		Volume:                  5,
-	}
-}
-
-func (c CarState) clone() CarState {
-	c.ChargeSchedules = append([]uint64(nil), c.ChargeSchedules...)
-	c.PreconditionSchedules = append([]uint64(nil), c.PreconditionSchedules...)
-	return c
 }

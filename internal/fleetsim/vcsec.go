@@ -9,7 +9,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/carserver"
 	verrors "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/errors"
+	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
 	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/vcsec"
 )
 
@@ -90,7 +92,7 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 			name = string(fd.Name())
 		}
 		action = "whitelistOperation:" + name
-		info := vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE
+		var info vcsec.WhitelistOperationInformation_E
 		if refuse != "" {
 			info = vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_UNDOCUMENTED_ERROR
 		} else {
@@ -208,7 +210,7 @@ func (v *Vehicle) vcsecInformation(req *vcsec.InformationRequest) []byte {
 			info.WhitelistEntries = append(info.WhitelistEntries, &vcsec.KeyIdentifier{PublicKeySHA1: sum[:4]})
 			info.SlotMask |= 1 << uint(i)
 		}
-		info.NumberOfEntries = uint32(len(ids))
+		info.NumberOfEntries = uint32(len(ids)) //nolint:gosec // G115: a key list holds a few dozen keys
 		return mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_WhitelistInfo{WhitelistInfo: info}})
 	default:
 		return nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN)
@@ -221,11 +223,37 @@ func nominal(code verrors.GenericError_E) []byte {
 	}})
 }
 
-// mustMarshal encodes a message built here; marshalling a well-formed message cannot fail.
+// mustMarshal encodes a message built here; marshaling a well-formed message cannot fail.
 func mustMarshal(m proto.Message) []byte {
 	b, err := proto.Marshal(m)
 	if err != nil {
 		panic("fleetsim: marshal: " + err.Error())
 	}
 	return b
+}
+
+// replyResult reads the car's verdict from the application-layer reply it built: "ok", or the
+// reason it refused (an Infotainment result reason, a VCSEC generic error or whitelist status).
+func replyResult(domain universal.Domain, out []byte) string {
+	if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
+		var m vcsec.FromVCSECMessage
+		if proto.Unmarshal(out, &m) != nil {
+			return "ok"
+		}
+		if e := m.GetNominalError(); e != nil {
+			return strings.ToLower(strings.TrimPrefix(e.GetGenericError().String(), "GENERICERROR_"))
+		}
+		if w := m.GetCommandStatus().GetWhitelistOperationStatus(); w != nil && w.GetOperationStatus() == vcsec.OperationStatus_E_OPERATIONSTATUS_ERROR {
+			return strings.ToLower(strings.TrimPrefix(w.GetWhitelistOperationInformation().String(), "WHITELISTOPERATION_INFORMATION_"))
+		}
+		return "ok"
+	}
+	var r carserver.Response
+	if proto.Unmarshal(out, &r) != nil || r.GetActionStatus().GetResult() != carserver.OperationStatus_E_OPERATIONSTATUS_ERROR {
+		return "ok"
+	}
+	if reason := r.GetActionStatus().GetResultReason().GetPlainText(); reason != "" {
+		return reason
+	}
+	return "error"
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -39,11 +40,32 @@ type Vehicle struct {
 	priv *ecdh.PrivateKey
 	now  func() time.Time
 
+	// life is how the car sleeps and wakes: the server's, from when it added the car; its wake
+	// time may be changed later under mu (Server.SetWakeDelay).
+	life lifecycle
+	// changed, when set, is called (with mu held, so it must not block) after a command or a
+	// control changed the car, so watchers (the dashboard) look again.
+	changed func()
+
 	mu       sync.Mutex
 	enrolled map[string]*ecdh.PublicKey // by uncompressed point bytes
 	keys     map[string][]byte          // K per client public key, cached
 	domains  map[universal.Domain]*domainState
 	state    CarState
+	// tick is the time the state was last brought forward to (advance).
+	tick time.Time
+	// lastActive is when something last kept the car awake: a command, a data request, a wake.
+	lastActive time.Time
+	// idleFrom is when the car last stopped being busy (charging ended, climate went off, …).
+	idleFrom time.Time
+	// wakeAt, when not zero, is when a wake_up in progress brings the asleep car online.
+	wakeAt time.Time
+}
+
+// lifecycle is how a car falls asleep and wakes (Options.SleepAfter and Options.WakeTime).
+type lifecycle struct {
+	sleepAfter time.Duration // 0: never falls asleep by itself
+	wakeTime   time.Duration // 0: wake_up wakes at once
 }
 
 // domainState is the session state of one vehicle domain.
@@ -79,10 +101,10 @@ func (d *domainState) clock(now time.Time) uint32 {
 	if el < 0 {
 		return 0
 	}
-	return uint32(el / time.Second)
+	return uint32(min(el/time.Second, math.MaxUint32)) //nolint:gosec // G115: clamped to uint32 just here
 }
 
-func newVehicle(vin string, now func() time.Time, seed []byte, boot time.Time) (*Vehicle, error) {
+func newVehicle(vin string, now func() time.Time, seed []byte, boot time.Time, life lifecycle) (*Vehicle, error) {
 	var priv *ecdh.PrivateKey
 	var err error
 	if len(seed) > 0 {
@@ -101,7 +123,11 @@ func newVehicle(vin string, now func() time.Time, seed []byte, boot time.Time) (
 		keys:     make(map[string][]byte),
 		domains:  make(map[universal.Domain]*domainState),
 		state:    defaultCarState(),
+		life:     life,
 	}
+	v.state.Model = modelOfVIN(vin)
+	t := now()
+	v.tick, v.lastActive, v.idleFrom = t, t, t
 	for _, dom := range []universal.Domain{universal.Domain_DOMAIN_VEHICLE_SECURITY, universal.Domain_DOMAIN_INFOTAINMENT} {
 		if v.domains[dom], err = newDomainState(now()); err != nil {
 			return nil, err
@@ -144,11 +170,76 @@ func (v *Vehicle) VIN() string { return v.vin }
 // PublicKey returns the vehicle's own public key (the same for both domains).
 func (v *Vehicle) PublicKey() *ecdh.PublicKey { return v.priv.PublicKey() }
 
-// State returns a copy of the simulated car state.
+// State returns a copy of the simulated car state, brought forward to the simulator's clock.
 func (v *Vehicle) State() CarState {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.advance(v.now())
 	return v.state.clone()
+}
+
+// Update changes the car state with f, as a scenario or a test sets it up. Time is brought
+// forward first, and the change counts as activity (the car does not fall asleep at once).
+func (v *Vehicle) Update(f func(*CarState)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	v.advance(now)
+	f(&v.state)
+	v.touch(now)
+}
+
+// advance brings the state forward to now: a wake in progress completes, the car charges, the
+// cabin temperature moves, a driving car drives, and an idle car falls asleep after
+// Options.SleepAfter. It is computed on demand (no goroutine or timer per car), so it costs
+// nothing while nobody looks. The caller holds v.mu.
+func (v *Vehicle) advance(now time.Time) {
+	if !now.After(v.tick) {
+		return
+	}
+	if v.state.Asleep && !v.wakeAt.IsZero() && !now.Before(v.wakeAt) {
+		v.runTo(v.wakeAt)
+		v.state.Asleep = false
+		v.wakeAt = time.Time{}
+		v.lastActive = v.tick
+	}
+	v.runTo(now)
+	if v.state.Asleep || v.life.sleepAfter <= 0 || v.state.busy() || !v.wakeAt.IsZero() {
+		return
+	}
+	idle := v.lastActive
+	if v.idleFrom.After(idle) {
+		idle = v.idleFrom
+	}
+	if now.Sub(idle) >= v.life.sleepAfter {
+		v.state.Asleep = true
+	}
+}
+
+// runTo runs the car's physics from v.tick to t and notes when it stopped being busy.
+func (v *Vehicle) runTo(t time.Time) {
+	wasBusy := v.state.busy()
+	charged := v.state.run(t.Sub(v.tick))
+	if wasBusy && !v.state.busy() {
+		v.idleFrom = v.tick.Add(charged)
+	}
+	v.tick = t
+}
+
+// touch marks activity that keeps the car awake: a command, a data request. The caller holds
+// v.mu and has called advance.
+func (v *Vehicle) touch(now time.Time) {
+	if now.After(v.lastActive) {
+		v.lastActive = now
+	}
+	v.notify()
+}
+
+// notify tells watchers the car changed. The caller holds v.mu.
+func (v *Vehicle) notify() {
+	if v.changed != nil {
+		v.changed()
+	}
 }
 
 // Enroll adds client public keys to the vehicle's key list. Nil keys are ignored.
@@ -177,18 +268,75 @@ func (v *Vehicle) IsEnrolled(key *ecdh.PublicKey) bool {
 	return ok
 }
 
-// SetAsleep puts the vehicle to sleep (signed_command then answers 408) or wakes it. wake_up also
-// wakes it.
+// SetAsleep puts the vehicle to sleep (data requests and commands then answer 408) or wakes it
+// at once. wake_up also wakes it, after Options.WakeTime.
 func (v *Vehicle) SetAsleep(asleep bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	now := v.now()
+	v.advance(now)
 	v.state.Asleep = asleep
+	v.wakeAt = time.Time{}
+	if asleep {
+		// A car put to sleep stops what would keep it awake.
+		v.state.setClimate(false)
+		v.state.Charging = false
+		v.state.ShiftState, v.state.Speed = "", 0
+		v.idleFrom = now
+	}
+	v.touch(now)
+}
+
+// Wake starts waking the vehicle, as wake_up does: an asleep car comes online after
+// Options.WakeTime (at once when it is zero). It reports whether the car is online now.
+func (v *Vehicle) Wake() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	v.advance(now)
+	if !v.state.Asleep {
+		v.touch(now)
+		return true
+	}
+	switch {
+	case !v.wakeAt.IsZero(): // already waking
+	case v.life.wakeTime <= 0:
+		v.state.Asleep = false
+		v.lastActive = now
+	default:
+		v.wakeAt = now.Add(v.life.wakeTime)
+	}
+	v.notify()
+	return !v.state.Asleep
+}
+
+// SetWakeDelay makes the vehicle take d to come online after a wake_up, as a real car does (10 to
+// 30 s): until then wake_up and the vehicle list show it "asleep", and data and commands answer
+// 408. Zero wakes it at once. It replaces Options.WakeTime for this car; a wake under way keeps
+// its time.
+func (s *Server) SetWakeDelay(vin string, d time.Duration) {
+	v := s.Vehicle(vin)
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.life.wakeTime = d
+}
+
+// Waking reports whether a wake_up is in progress.
+func (v *Vehicle) Waking() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.advance(v.now())
+	return !v.wakeAt.IsZero()
 }
 
 // Asleep reports whether the vehicle is asleep.
 func (v *Vehicle) Asleep() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.advance(v.now())
 	return v.state.Asleep
 }
 
@@ -202,6 +350,7 @@ func (v *Vehicle) Reboot() {
 		// crypto/rand.Read does not fail on supported platforms; keep going if it ever does.
 		_ = d.reset(v.now())
 	}
+	v.notify()
 }
 
 // sharedKeyFor returns K for a client key, computing it once. The caller holds v.mu.
@@ -255,6 +404,8 @@ func (v *Vehicle) handle(req *universal.RoutableMessage, f Fault) (result, error
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
+	v.advance(now)
+	defer v.touch(now)
 	domain := req.GetToDestination().GetDomain()
 	res := result{domain: domain}
 	ds := v.domains[domain]
@@ -415,7 +566,7 @@ func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal
 		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING, nil)
 	}
 	if known {
-		res.exec = &Execution{VIN: v.vin, Domain: domainName(domain), Action: action, At: now}
+		res.exec = &Execution{VIN: v.vin, Domain: domainName(domain), Action: action, Result: replyResult(domain, out), At: now}
 		res.refused = f.Refuse != ""
 	}
 

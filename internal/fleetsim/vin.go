@@ -1,6 +1,9 @@
 package fleetsim
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // vinYears are the model-year characters (position 10) a VIN may use, in order.
 const vinYears = "ABCDEFGHJKLMNPRSTVWXY123456789"
@@ -66,4 +69,10 @@ func ValidVIN(vin string) bool {
 		}
 	}
 	return vinCheckDigit([]byte(vin)) == vin[8]
+}
+
+// PlausibleVIN reports whether vin is 17 upper-case letters and digits, as the Fleet API's
+// paths take it (ValidVIN also checks the alphabet and the check digit).
+func PlausibleVIN(vin string) bool {
+	return len(vin) == 17 && !strings.ContainsFunc(vin, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') })
 }

@@ -32,6 +32,10 @@ var prices = map[string]float64{
 	CategoryFree:     0,
 }
 
+// Price returns Tesla's published price of one billed call in a category (CategoryCommands,
+// CategoryData, CategoryWakes), in US dollars; 0 for another category.
+func Price(category string) float64 { return prices[category] }
+
 // Metrics holds the proxy's collectors.
 type Metrics struct {
 	reg        *prometheus.Registry

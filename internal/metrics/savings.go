@@ -88,9 +88,9 @@ func (m *Metrics) VehicleIDLookup(cached bool) {
 	m.savings.ids.WithLabelValues(src).Inc()
 }
 
-// Price returns the estimated price of one billed call to a Fleet API path, at Tesla's published
-// prices (zero for a free route).
-func Price(path string) float64 { return prices[Category(path)] }
+// PathPrice returns the estimated price of one billed call to a Fleet API path, at Tesla's
+// published prices (zero for a free route).
+func PathPrice(path string) float64 { return Price(Category(path)) }
 
 // budgetGauges are the -monthly-budget collectors.
 type budgetGauges struct {

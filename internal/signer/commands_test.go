@@ -136,7 +136,10 @@ func TestEveryCommandNameReachesTheVehicle(t *testing.T) {
 			}
 		}
 		if c.domain != "" {
-			e := fleetsim.Execution{VIN: vin, Domain: c.domain, Action: c.action}
+			e := fleetsim.Execution{VIN: vin, Domain: c.domain, Action: c.action, Result: "ok"}
+			if c.refused != "" {
+				e.Result = c.refused
+			}
 			if c.domain == rest {
 				e.Body = body
 			}

@@ -231,8 +231,8 @@ func TestLegacyVehicle(t *testing.T) {
 		t.Errorf("second command to a legacy vehicle: %d upstream calls, want 1 (straight to REST)", n)
 	}
 	want := []fleetsim.Execution{
-		{VIN: legacy, Domain: fleetsim.DomainREST, Action: "set_charge_limit", Body: first},
-		{VIN: legacy, Domain: fleetsim.DomainREST, Action: "set_sentry_mode", Body: second},
+		{VIN: legacy, Domain: fleetsim.DomainREST, Action: "set_charge_limit", Body: first, Result: "ok"},
+		{VIN: legacy, Domain: fleetsim.DomainREST, Action: "set_sentry_mode", Body: second, Result: "ok"},
 	}
 	if diff := cmp.Diff(want, env.Sim.Executions(legacy), cmpopts.IgnoreFields(fleetsim.Execution{}, "At")); diff != "" {
 		t.Errorf("executions (-want +got):\n%s", diff)

@@ -68,6 +68,9 @@ type Options struct {
 	// Upstream, when not nil, wraps the simulator's handler (to answer a route it does not
 	// simulate).
 	Upstream func(http.Handler) http.Handler
+	// Echo makes the new simulator answer the read routes with echoes (fleetsim.Options.Echo),
+	// for tests of what the proxy passes through.
+	Echo bool
 }
 
 // Env is a running simulator and proxy.
@@ -109,7 +112,7 @@ func Start(t testing.TB, o Options) *Env {
 	pub := PublicKey(t, o.Key)
 	sim := o.Sim
 	if sim == nil {
-		sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}})
+		sim = fleetsim.New(fleetsim.Options{Logger: log.Named("sim"), TrustedKeys: []*ecdh.PublicKey{pub}, Echo: o.Echo})
 	}
 	var vins []string
 	for i := 0; i < o.Vehicles; i++ {
