@@ -23,7 +23,7 @@ import (
 // readEnv starts a proxy whose simulator takes 300 ms to answer reads, with -coalesce-reads
 // when coalesce is set, and -read-cache-ttl ttl.
 func readEnv(t *testing.T, m *metrics.Metrics, coalesceReads bool, ttl time.Duration) *testenv.Env {
-	env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Metrics: m, App: func(o *app.Options) {
+	env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Metrics: m, Echo: true, App: func(o *app.Options) {
 		o.CoalesceReads, o.ReadCacheTTL = coalesceReads, ttl
 	}})
 	env.Sim.SetLatency(fleetsim.Latency{Data: fleetsim.Delay{Base: 300 * time.Millisecond}})

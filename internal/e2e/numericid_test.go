@@ -133,7 +133,7 @@ func TestNumericVehicleIDs(t *testing.T) {
 	})
 
 	withoutLeaks(t, "pass-through keeps the id", func(t *testing.T) {
-		env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop()})
+		env := testenv.Start(t, testenv.Options{Vehicles: 1, Logger: zap.NewNop(), Echo: true})
 		id := vehicleIDs(t, env)[env.VINs[0]]
 		resp, body := env.Do(t, http.MethodGet, "/api/1/vehicles/"+id+"/vehicle_data", nil)
 		if resp.StatusCode != http.StatusOK {
