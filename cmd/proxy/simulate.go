@@ -199,33 +199,58 @@ func serveSimulate(ctx context.Context, srv *http.Server, ln net.Listener, stder
 	return 0
 }
 
-// buildSimulator turns the flags into a simulator with its vehicles.
+// buildSimulator turns the flags into a simulator with its vehicles. Flag errors are reported in
+// the order the flags are read: keys, vehicles, TLS, timing, then the per-VIN lists.
 func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []string, *tls.Config, error) {
+	keys, err := loadEnrolledKeys(f.enroll)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sc, err := simulatedVehicles(f)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tlsConfig, err := simulateTLSConfig(f.cert, f.key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	opts, err := simulatorOptions(f, sc, log, keys)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sim := fleetsim.New(opts)
+	vins := sc.Apply(sim, keys...)
+	if err := markVehicles(sim, splitList(f.legacy), splitList(f.asleep)); err != nil {
+		return nil, nil, nil, err
+	}
+	return sim, vins, tlsConfig, nil
+}
+
+// loadEnrolledKeys reads the -enroll public keys, which every simulated car trusts.
+func loadEnrolledKeys(paths []string) ([]*ecdh.PublicKey, error) {
 	var keys []*ecdh.PublicKey
-	for _, path := range f.enroll {
+	for _, path := range paths {
 		k, err := protocol.LoadPublicKey(path)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-enroll %s: %w", path, err)
+			return nil, fmt.Errorf("-enroll %s: %w", path, err)
 		}
 		keys = append(keys, k)
 	}
+	return keys, nil
+}
 
+// simulatedVehicles is the scenario the flags describe: the -scenario file, or the -vins list
+// (three test VINs when neither is given). The two are exclusive, and a VIN must be plausible
+// and listed once.
+func simulatedVehicles(f simulateFlags) (fleetsim.Scenario, error) {
 	var sc fleetsim.Scenario
 	if f.scenario != "" {
 		if f.vins != "" {
-			return nil, nil, nil, errors.New("-scenario and -vins both list the vehicles; use one")
+			return sc, errors.New("-scenario and -vins both list the vehicles; use one")
 		}
-		file, err := os.Open(f.scenario)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-scenario: %w", err)
-		}
-		sc, err = fleetsim.ParseScenario(file)
-		_ = file.Close()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-scenario %s: %w", f.scenario, err)
-		}
-		if len(sc.Vehicles) == 0 {
-			return nil, nil, nil, fmt.Errorf("-scenario %s lists no vehicles", f.scenario)
+		var err error
+		if sc, err = readScenario(f.scenario); err != nil {
+			return sc, err
 		}
 	}
 	vins := splitList(f.vins)
@@ -235,31 +260,56 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 	known := map[string]bool{}
 	for _, vin := range vins {
 		if !fleetsim.PlausibleVIN(vin) {
-			return nil, nil, nil, fmt.Errorf("-vins: %q is not 17 upper-case letters and digits", vin)
+			return sc, fmt.Errorf("-vins: %q is not 17 upper-case letters and digits", vin)
 		}
 		if known[vin] {
-			return nil, nil, nil, fmt.Errorf("-vins: %s is listed twice", vin)
+			return sc, fmt.Errorf("-vins: %s is listed twice", vin)
 		}
 		known[vin] = true
 		sc.Vehicles = append(sc.Vehicles, fleetsim.ScenarioVehicle{VIN: vin})
 	}
-	legacy, asleep := splitList(f.legacy), splitList(f.asleep)
+	return sc, nil
+}
 
-	var tlsConfig *tls.Config
-	switch {
-	case f.cert != "" && f.key != "":
-		cert, err := tls.LoadX509KeyPair(f.cert, f.key)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	case f.cert != "" || f.key != "":
-		return nil, nil, nil, errors.New("-cert and -key go together")
+// readScenario parses the -scenario file, which must list at least one vehicle.
+func readScenario(path string) (fleetsim.Scenario, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return fleetsim.Scenario{}, fmt.Errorf("-scenario: %w", err)
 	}
+	sc, err := fleetsim.ParseScenario(file)
+	_ = file.Close()
+	if err != nil {
+		return sc, fmt.Errorf("-scenario %s: %w", path, err)
+	}
+	if len(sc.Vehicles) == 0 {
+		return sc, fmt.Errorf("-scenario %s lists no vehicles", path)
+	}
+	return sc, nil
+}
 
+// simulateTLSConfig loads -cert and -key, which go together; nil (plain HTTP) when neither is set.
+func simulateTLSConfig(certFile, keyFile string) (*tls.Config, error) {
+	switch {
+	case certFile != "" && keyFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	case certFile != "" || keyFile != "":
+		return nil, errors.New("-cert and -key go together")
+	}
+	return nil, nil
+}
+
+// simulatorOptions are the scenario's options with the timing flags applied. With a scenario, a
+// timing flag overrides it only when given on the command line; without one, the flags (and
+// their defaults) set the timing.
+func simulatorOptions(f simulateFlags, sc fleetsim.Scenario, log *zap.Logger, keys []*ecdh.PublicKey) (fleetsim.Options, error) {
 	opts, err := sc.Options(fleetsim.Options{Logger: log, TrustedKeys: keys, Echo: f.echo})
 	if err != nil {
-		return nil, nil, nil, err
+		return opts, err
 	}
 	if f.scenario == "" || f.set["sleep-after"] {
 		opts.SleepAfter = f.sleepAfter
@@ -269,17 +319,21 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 	}
 	if f.scenario == "" || f.set["latency"] {
 		if opts.Latency, err = fleetsim.ParseLatency(f.latency); err != nil {
-			return nil, nil, nil, fmt.Errorf("-latency: %w", err)
+			return opts, fmt.Errorf("-latency: %w", err)
 		}
 	}
 	if opts.SleepAfter < 0 || opts.WakeTime < 0 {
-		return nil, nil, nil, errors.New("-sleep-after and -wake-time must not be negative")
+		return opts, errors.New("-sleep-after and -wake-time must not be negative")
 	}
-	sim := fleetsim.New(opts)
-	vins = sc.Apply(sim, keys...)
+	return opts, nil
+}
+
+// markVehicles makes the -legacy VINs cars without the Vehicle Command Protocol and puts the
+// -asleep ones to sleep. Every VIN named must be simulated; none is changed otherwise.
+func markVehicles(sim *fleetsim.Server, legacy, asleep []string) error {
 	for _, vin := range append(append([]string(nil), legacy...), asleep...) {
 		if sim.Vehicle(vin) == nil {
-			return nil, nil, nil, fmt.Errorf("%s is not one of the simulated VINs (-vins)", vin)
+			return fmt.Errorf("%s is not one of the simulated VINs (-vins)", vin)
 		}
 	}
 	for _, vin := range legacy {
@@ -290,7 +344,7 @@ func buildSimulator(f simulateFlags, log *zap.Logger) (*fleetsim.Server, []strin
 	for _, vin := range asleep {
 		sim.Vehicle(vin).SetAsleep(true)
 	}
-	return sim, vins, tlsConfig, nil
+	return nil
 }
 
 // checkLoopback refuses a listen address beyond loopback unless allowed.

@@ -79,27 +79,62 @@ func carError(reason string) []byte {
 // applyVehicleAction changes the car state. It returns an optional response body and, when the
 // car refuses, the reason. The refusals copy the reasons the REST API is known to give
 // ("is_charging", "not_charging", "already off"). The caller holds v.mu.
+//
+// Software updates (scheduled on the Vehicle's clock), Ping and GetVehicleData (answered with a
+// body) are handled here; the actions that only change the CarState go to vehicleActionGroups.
 func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Response, string) {
 	st := &v.state
 	switch a := va.GetVehicleActionMsg().(type) {
+	case *carserver.VehicleAction_VehicleControlScheduleSoftwareUpdateAction:
+		offset := time.Duration(a.VehicleControlScheduleSoftwareUpdateAction.GetOffsetSec()) * time.Second
+		return nil, st.scheduleUpdate(v.now(), offset)
+	case *carserver.VehicleAction_VehicleControlCancelSoftwareUpdateAction:
+		st.cancelUpdate()
+		return nil, ""
+	case *carserver.VehicleAction_Ping:
+		return &carserver.Response{ResponseMsg: &carserver.Response_Ping{Ping: a.Ping}}, ""
+	case *carserver.VehicleAction_GetVehicleData:
+		return &carserver.Response{ResponseMsg: &carserver.Response_VehicleData{VehicleData: v.vehicleData()}}, ""
+	}
+	for _, group := range vehicleActionGroups {
+		if reason, handled := group(st, va); handled {
+			return nil, reason
+		}
+	}
+	// Honk, flash, homelink, erase user data, nearby charging sites, sunroof: accepted, with
+	// nothing in vehicle_data to show for it beyond the Execution.
+	return nil, ""
+}
+
+// vehicleActionGroups apply the VehicleActions that only change the CarState, one function per
+// group. Each reports whether va belongs to its group and, if so, the car's reason for refusing
+// it ("" when done); a VehicleAction belongs to one group at most.
+var vehicleActionGroups = []func(st *CarState, va *carserver.VehicleAction) (reason string, handled bool){
+	chargingAction, climateAction, vehicleControlAction, mediaAction,
+}
+
+// chargingAction applies the charging actions: the limit, start and stop, the current, charge,
+// departure and preconditioning schedules, and the charge port door (see vehicleActionGroups).
+func chargingAction(st *CarState, va *carserver.VehicleAction) (reason string, handled bool) {
+	switch a := va.GetVehicleActionMsg().(type) {
 	case *carserver.VehicleAction_ChargingSetLimitAction:
-		return nil, st.setChargeLimit(a.ChargingSetLimitAction.GetPercent())
+		return st.setChargeLimit(a.ChargingSetLimitAction.GetPercent()), true
 	case *carserver.VehicleAction_ChargingStartStopAction:
 		c := a.ChargingStartStopAction
 		switch {
 		case c.GetStart() != nil:
-			return nil, st.startCharging()
+			return st.startCharging(), true
 		case c.GetStop() != nil:
-			return nil, st.stopCharging()
+			return st.stopCharging(), true
 		case c.GetStartStandard() != nil:
-			return nil, st.setChargeLimit(90)
+			return st.setChargeLimit(90), true
 		case c.GetStartMaxRange() != nil:
-			return nil, st.setChargeLimit(100)
+			return st.setChargeLimit(100), true
 		default:
-			return nil, "invalid_value"
+			return "invalid_value", true
 		}
 	case *carserver.VehicleAction_SetChargingAmpsAction:
-		return nil, st.setChargingAmps(a.SetChargingAmpsAction.GetChargingAmps())
+		return st.setChargingAmps(a.SetChargingAmpsAction.GetChargingAmps()), true
 	case *carserver.VehicleAction_ScheduledChargingAction:
 		st.ScheduledCharging = a.ScheduledChargingAction.GetEnabled()
 		st.ScheduledChargingMinutes = a.ScheduledChargingAction.GetChargingTime()
@@ -134,6 +169,16 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		st.ChargePortOpen = true
 	case *carserver.VehicleAction_ChargePortDoorClose:
 		st.ChargePortOpen = false
+	default:
+		return "", false
+	}
+	return "", true
+}
+
+// climateAction applies the climate actions: cabin temperatures, seats, steering wheel, the keeper,
+// bioweapon and overheat modes (see vehicleActionGroups).
+func climateAction(st *CarState, va *carserver.VehicleAction) (reason string, handled bool) {
+	switch a := va.GetVehicleActionMsg().(type) {
 	case *carserver.VehicleAction_HvacAutoAction:
 		st.setClimate(a.HvacAutoAction.GetPowerOn())
 	case *carserver.VehicleAction_HvacTemperatureAdjustmentAction:
@@ -176,14 +221,24 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 	case *carserver.VehicleAction_SetCopTempAction:
 		t := a.SetCopTempAction.GetCopActivationTemp()
 		if t == carserver.ClimateState_CopActivationTempUnspecified {
-			return nil, "invalid_value"
+			return "invalid_value", true
 		}
 		st.CopActivationTemp = strings.TrimPrefix(t.String(), "CopActivationTemp")
+	default:
+		return "", false
+	}
+	return "", true
+}
+
+// vehicleControlAction applies the car's controls: sentry, valet, PIN to drive, speed limit, guest
+// mode, name, power modes and windows (see vehicleActionGroups).
+func vehicleControlAction(st *CarState, va *carserver.VehicleAction) (reason string, handled bool) {
+	switch a := va.GetVehicleActionMsg().(type) {
 	case *carserver.VehicleAction_VehicleControlSetSentryModeAction:
 		st.SentryMode = a.VehicleControlSetSentryModeAction.GetOn()
 	case *carserver.VehicleAction_VehicleControlSetValetModeAction:
 		c := a.VehicleControlSetValetModeAction
-		return nil, st.setValet(c.GetOn(), c.GetPassword())
+		return st.setValet(c.GetOn(), c.GetPassword()), true
 	case *carserver.VehicleAction_VehicleControlResetValetPinAction:
 		st.ValetPINSet = false
 	case *carserver.VehicleAction_VehicleControlSetPinToDriveAction:
@@ -192,9 +247,9 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		st.PINToDrive = false
 	case *carserver.VehicleAction_DrivingSpeedLimitAction:
 		c := a.DrivingSpeedLimitAction
-		return nil, st.setSpeedLimit(c.GetActivate(), c.GetPin())
+		return st.setSpeedLimit(c.GetActivate(), c.GetPin()), true
 	case *carserver.VehicleAction_DrivingSetSpeedLimitAction:
-		return nil, st.setSpeedLimitMPH(a.DrivingSetSpeedLimitAction.GetLimitMph())
+		return st.setSpeedLimitMPH(a.DrivingSetSpeedLimitAction.GetLimitMph()), true
 	case *carserver.VehicleAction_DrivingClearSpeedLimitPinAction, *carserver.VehicleAction_DrivingClearSpeedLimitPinAdminAction:
 		st.SpeedLimitPINSet = false
 		st.SpeedLimitActive = false
@@ -213,8 +268,18 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		case a.VehicleControlWindowAction.GetClose() != nil:
 			st.WindowsVented = false
 		default:
-			return nil, "invalid_value"
+			return "invalid_value", true
 		}
+	default:
+		return "", false
+	}
+	return "", true
+}
+
+// mediaAction applies the media actions: volume, playback, tracks and favorites (see
+// vehicleActionGroups).
+func mediaAction(st *CarState, va *carserver.VehicleAction) (reason string, handled bool) {
+	switch a := va.GetVehicleActionMsg().(type) {
 	case *carserver.VehicleAction_MediaUpdateVolume:
 		m := a.MediaUpdateVolume
 		switch m.GetMediaVolume().(type) {
@@ -233,20 +298,10 @@ func (v *Vehicle) applyVehicleAction(va *carserver.VehicleAction) (*carserver.Re
 		st.stepFavorite(1)
 	case *carserver.VehicleAction_MediaPreviousFavorite:
 		st.stepFavorite(-1)
-	case *carserver.VehicleAction_VehicleControlScheduleSoftwareUpdateAction:
-		offset := time.Duration(a.VehicleControlScheduleSoftwareUpdateAction.GetOffsetSec()) * time.Second
-		return nil, st.scheduleUpdate(v.now(), offset)
-	case *carserver.VehicleAction_VehicleControlCancelSoftwareUpdateAction:
-		st.cancelUpdate()
-	case *carserver.VehicleAction_Ping:
-		return &carserver.Response{ResponseMsg: &carserver.Response_Ping{Ping: a.Ping}}, ""
-	case *carserver.VehicleAction_GetVehicleData:
-		return &carserver.Response{ResponseMsg: &carserver.Response_VehicleData{VehicleData: v.vehicleData()}}, ""
 	default:
-		// Honk, flash, homelink, erase user data, nearby charging sites, sunroof: accepted, with
-		// nothing in vehicle_data to show for it beyond the Execution.
+		return "", false
 	}
-	return nil, ""
+	return "", true
 }
 
 // seatHeaterIndex maps a seat heater action's position to the CarState.SeatHeaters index, or -1.

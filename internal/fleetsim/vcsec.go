@@ -27,98 +27,119 @@ func (v *Vehicle) runVCSEC(payload []byte, refuse string) (action string, out []
 	if err := proto.Unmarshal(payload, &msg); err != nil {
 		return "", nil, false, err
 	}
-	refusal := func() []byte {
-		code := verrors.GenericError_E_GENERICERROR_UNKNOWN
-		if c, ok := verrors.GenericError_E_value["GENERICERROR_"+strings.ToUpper(refuse)]; ok {
-			code = verrors.GenericError_E(c)
-		}
-		return nominal(code)
-	}
-
 	switch sub := msg.GetSubMessage().(type) {
 	case *vcsec.UnsignedMessage_RKEAction:
-		action = sub.RKEAction.String()
-		if _, ok := vcsec.RKEAction_E_name[int32(sub.RKEAction)]; !ok {
-			return "RKEAction:" + action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false, nil
-		}
-		if refuse != "" {
-			return action, refusal(), true, nil
-		}
-		switch sub.RKEAction {
-		case vcsec.RKEAction_E_RKE_ACTION_LOCK, vcsec.RKEAction_E_RKE_ACTION_AUTO_SECURE_VEHICLE:
-			v.state.Locked = true
-		case vcsec.RKEAction_E_RKE_ACTION_UNLOCK:
-			v.state.Locked = false
-		case vcsec.RKEAction_E_RKE_ACTION_REMOTE_DRIVE:
-			v.state.RemoteStart = true
-		case vcsec.RKEAction_E_RKE_ACTION_WAKE_VEHICLE:
-			v.state.Asleep = false
-		}
-		return action, nil, true, nil
-
+		action, out, known = v.runRKE(sub.RKEAction, refuse)
 	case *vcsec.UnsignedMessage_ClosureMoveRequest:
-		req := sub.ClosureMoveRequest
-		// The action name lists the closures in field order (the proto declares them by number).
-		var moves []string
-		r := req.ProtoReflect()
-		fields := r.Descriptor().Fields()
-		for i := range fields.Len() {
-			fd := fields.Get(i)
-			if fd.Kind() != protoreflect.EnumKind {
-				continue
-			}
-			if e := r.Get(fd).Enum(); e != 0 {
-				name := vcsec.ClosureMoveType_E(e).String()
-				moves = append(moves, string(fd.Name())+"="+strings.TrimPrefix(name, "CLOSURE_MOVE_TYPE_"))
-			}
-		}
-		action = "closureMoveRequest:" + strings.Join(moves, ",")
-		if len(moves) == 0 {
-			return action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true, nil
-		}
-		if refuse != "" {
-			return action, refusal(), true, nil
-		}
-		move(&v.state.RearTrunkOpen, req.GetRearTrunk())
-		move(&v.state.FrontTrunkOpen, req.GetFrontTrunk())
-		move(&v.state.TonneauOpen, req.GetTonneau())
-		move(&v.state.ChargePortOpen, req.GetChargePort())
-		return action, nil, true, nil
-
+		action, out, known = v.runClosureMove(sub.ClosureMoveRequest, refuse)
 	case *vcsec.UnsignedMessage_WhitelistOperation:
-		op := sub.WhitelistOperation
-		name := "unknown"
-		if fd := op.ProtoReflect().WhichOneof(op.ProtoReflect().Descriptor().Oneofs().ByName("sub_message")); fd != nil {
-			name = string(fd.Name())
-		}
-		action = "whitelistOperation:" + name
-		var info vcsec.WhitelistOperationInformation_E
-		if refuse != "" {
-			info = vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_UNDOCUMENTED_ERROR
-		} else {
-			info = v.whitelist(op)
-		}
-		status := vcsec.OperationStatus_E_OPERATIONSTATUS_OK
-		if info != vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE {
-			status = vcsec.OperationStatus_E_OPERATIONSTATUS_ERROR
-		}
-		return action, mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_CommandStatus{
-			CommandStatus: &vcsec.CommandStatus{
-				OperationStatus: status,
-				SubMessage: &vcsec.CommandStatus_WhitelistOperationStatus{WhitelistOperationStatus: &vcsec.WhitelistOperationStatus{
-					WhitelistOperationInformation: info,
-					OperationStatus:               status,
-				}},
-			},
-		}}), true, nil
-
+		action, out, known = v.runWhitelistOperation(sub.WhitelistOperation, refuse)
 	case *vcsec.UnsignedMessage_InformationRequest:
-		out := v.vcsecInformation(sub.InformationRequest)
-		return "informationRequest:" + sub.InformationRequest.GetInformationRequestType().String(), out, true, nil
-
+		action = "informationRequest:" + sub.InformationRequest.GetInformationRequestType().String()
+		return action, v.vcsecInformation(sub.InformationRequest), true, nil
 	default:
 		return "unknown", nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false, nil
 	}
+	return action, out, known, nil
+}
+
+// vcsecRefusal is the nominalError a refused RKE or closure command gets: the generic error named
+// by refuse (the Refuse fault, e.g. "unauthorized" for GENERICERROR_UNAUTHORIZED), or UNKNOWN.
+func vcsecRefusal(refuse string) []byte {
+	code := verrors.GenericError_E_GENERICERROR_UNKNOWN
+	if c, ok := verrors.GenericError_E_value["GENERICERROR_"+strings.ToUpper(refuse)]; ok {
+		code = verrors.GenericError_E(c)
+	}
+	return nominal(code)
+}
+
+// runRKE runs a remote keyless entry action (lock, unlock, remote drive, wake), or refuses it
+// when refuse is set. An action number VCSEC does not know is not known, and answered UNKNOWN.
+func (v *Vehicle) runRKE(a vcsec.RKEAction_E, refuse string) (action string, out []byte, known bool) {
+	action = a.String()
+	if _, ok := vcsec.RKEAction_E_name[int32(a)]; !ok {
+		return "RKEAction:" + action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), false
+	}
+	if refuse != "" {
+		return action, vcsecRefusal(refuse), true
+	}
+	switch a {
+	case vcsec.RKEAction_E_RKE_ACTION_LOCK, vcsec.RKEAction_E_RKE_ACTION_AUTO_SECURE_VEHICLE:
+		v.state.Locked = true
+	case vcsec.RKEAction_E_RKE_ACTION_UNLOCK:
+		v.state.Locked = false
+	case vcsec.RKEAction_E_RKE_ACTION_REMOTE_DRIVE:
+		v.state.RemoteStart = true
+	case vcsec.RKEAction_E_RKE_ACTION_WAKE_VEHICLE:
+		v.state.Asleep = false
+	}
+	return action, nil, true
+}
+
+// runClosureMove moves the trunks, tonneau and charge port door as req asks, or refuses it when
+// refuse is set. A request that moves nothing is answered UNKNOWN.
+func (v *Vehicle) runClosureMove(req *vcsec.ClosureMoveRequest, refuse string) (action string, out []byte, known bool) {
+	moves := closureMoves(req)
+	action = "closureMoveRequest:" + strings.Join(moves, ",")
+	if len(moves) == 0 {
+		return action, nominal(verrors.GenericError_E_GENERICERROR_UNKNOWN), true
+	}
+	if refuse != "" {
+		return action, vcsecRefusal(refuse), true
+	}
+	move(&v.state.RearTrunkOpen, req.GetRearTrunk())
+	move(&v.state.FrontTrunkOpen, req.GetFrontTrunk())
+	move(&v.state.TonneauOpen, req.GetTonneau())
+	move(&v.state.ChargePortOpen, req.GetChargePort())
+	return action, nil, true
+}
+
+// closureMoves names the moves req asks for, "closure=MOVE_TYPE", in field order (the proto
+// declares them by number).
+func closureMoves(req *vcsec.ClosureMoveRequest) []string {
+	var moves []string
+	r := req.ProtoReflect()
+	fields := r.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Kind() != protoreflect.EnumKind {
+			continue
+		}
+		if e := r.Get(fd).Enum(); e != 0 {
+			name := vcsec.ClosureMoveType_E(e).String()
+			moves = append(moves, string(fd.Name())+"="+strings.TrimPrefix(name, "CLOSURE_MOVE_TYPE_"))
+		}
+	}
+	return moves
+}
+
+// runWhitelistOperation applies a key-list operation, or fails it with UNDOCUMENTED_ERROR when
+// refuse is set, and answers with a commandStatus carrying the whitelistOperationStatus.
+func (v *Vehicle) runWhitelistOperation(op *vcsec.WhitelistOperation, refuse string) (action string, out []byte, known bool) {
+	name := "unknown"
+	if fd := op.ProtoReflect().WhichOneof(op.ProtoReflect().Descriptor().Oneofs().ByName("sub_message")); fd != nil {
+		name = string(fd.Name())
+	}
+	action = "whitelistOperation:" + name
+	var info vcsec.WhitelistOperationInformation_E
+	if refuse != "" {
+		info = vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_UNDOCUMENTED_ERROR
+	} else {
+		info = v.whitelist(op)
+	}
+	status := vcsec.OperationStatus_E_OPERATIONSTATUS_OK
+	if info != vcsec.WhitelistOperationInformation_E_WHITELISTOPERATION_INFORMATION_NONE {
+		status = vcsec.OperationStatus_E_OPERATIONSTATUS_ERROR
+	}
+	return action, mustMarshal(&vcsec.FromVCSECMessage{SubMessage: &vcsec.FromVCSECMessage_CommandStatus{
+		CommandStatus: &vcsec.CommandStatus{
+			OperationStatus: status,
+			SubMessage: &vcsec.CommandStatus_WhitelistOperationStatus{WhitelistOperationStatus: &vcsec.WhitelistOperationStatus{
+				WhitelistOperationInformation: info,
+				OperationStatus:               status,
+			}},
+		},
+	}}), true
 }
 
 // move applies a closure move to an open/closed flag. MOVE toggles, as a powered trunk does.

@@ -472,90 +472,159 @@ func (v *Vehicle) handshake(req *universal.RoutableMessage, domain universal.Dom
 }
 
 // authenticated verifies an HMAC-personalised command in the order fleet-api.md §3 gives, then
-// runs it.
+// runs it. A fault found before the session key is known (the signer's key) is refused without
+// session info; a fault found with it is answered with signed session info, so that the client
+// can resynchronise (see rejectWithSession).
 func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, h *signatures.HMAC_Personalized_Signature_Data, payload []byte, f Fault, now time.Time, res result) (result, error) {
-	reject := func(code universal.MessageFault_E, k []byte) (result, error) {
-		if k == nil {
-			return res.refuse(req, code)
-		}
-		res.rejection = code.String()
-		info := &signatures.SessionInfo{
-			Counter:   ds.counter,
-			PublicKey: v.priv.PublicKey().Bytes(),
-			Epoch:     append([]byte(nil), ds.epoch[:]...),
-			ClockTime: ds.clock(now),
-		}
-		var err error
-		res.reply, err = sessionInfoReply(req, domain, k, v.vin, info)
-		if err != nil {
-			return res, err
-		}
-		res.reply.SignedMessageStatus = &universal.MessageStatus{
-			OperationStatus:    universal.OperationStatus_E_OPERATIONSTATUS_ERROR,
-			SignedMessageFault: code,
-		}
-		return res, nil
-	}
-
-	pub, err := ecdh.P256().NewPublicKey(req.GetSignatureData().GetSignerIdentity().GetPublicKey())
-	if err != nil {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, nil)
-	}
-	if _, ok := v.enrolled[string(pub.Bytes())]; !ok {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_UNKNOWN_KEY_ID, nil)
+	pub, code := v.enrolledSigner(req)
+	if code != faultNone {
+		return res.refuse(req, code)
 	}
 	k, err := v.sharedKeyFor(pub)
 	if err != nil {
 		return res, err
 	}
-
-	clock := ds.clock(now)
-	if e := h.GetEpoch(); e != nil && !hmac.Equal(e, ds.epoch[:]) {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INCORRECT_EPOCH, k)
+	if code := verifyHMAC(domain, v.vin, ds, h, payload, req.GetFlags(), k, now); code != faultNone {
+		return v.rejectWithSession(req, domain, ds, k, code, now, res)
 	}
-	exp := h.GetExpiresAt()
+	return v.runAuthenticated(req, domain, ds, h, k, payload, f, now, res)
+}
+
+// faultNone is the MessageFault of a message that passed a check.
+const faultNone = universal.MessageFault_E_MESSAGEFAULT_ERROR_NONE
+
+// enrolledSigner is the first check: it returns the signer's public key, or BAD_PARAMETER when
+// the key does not parse and UNKNOWN_KEY_ID when it is not enrolled on the car.
+func (v *Vehicle) enrolledSigner(req *universal.RoutableMessage) (*ecdh.PublicKey, universal.MessageFault_E) {
+	pub, err := ecdh.P256().NewPublicKey(req.GetSignatureData().GetSignerIdentity().GetPublicKey())
+	if err != nil {
+		return nil, universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER
+	}
+	if _, ok := v.enrolled[string(pub.Bytes())]; !ok {
+		return nil, universal.MessageFault_E_MESSAGEFAULT_ERROR_UNKNOWN_KEY_ID
+	}
+	return pub, faultNone
+}
+
+// verifyHMAC runs the checks that need the session key k, in fleet-api.md §3's order, and
+// returns the first fault, or faultNone. Only the last, the counter, changes ds, and only when
+// the message passes it.
+func verifyHMAC(domain universal.Domain, vin string, ds *domainState, h *signatures.HMAC_Personalized_Signature_Data, payload []byte, flags uint32, k []byte, now time.Time) universal.MessageFault_E {
+	clock := ds.clock(now)
+	exp, counter := h.GetExpiresAt(), h.GetCounter()
+	if code := checkEpoch(ds, h.GetEpoch()); code != faultNone {
+		return code
+	}
+	if code := checkExpiry(exp, clock); code != faultNone {
+		return code
+	}
+	if code := checkTTL(exp, counter, ds.counter, clock); code != faultNone {
+		return code
+	}
+	if code := checkTag(domain, vin, ds, exp, counter, flags, k, payload, h.GetTag()); code != faultNone {
+		return code
+	}
+	return ds.acceptCounter(domain, counter)
+}
+
+// checkEpoch returns INCORRECT_EPOCH when the message names an epoch other than the session's.
+func checkEpoch(ds *domainState, epoch []byte) universal.MessageFault_E {
+	if epoch != nil && !hmac.Equal(epoch, ds.epoch[:]) {
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_INCORRECT_EPOCH
+	}
+	return faultNone
+}
+
+// checkExpiry returns TIME_EXPIRED when the message has expired on the domain's clock, and
+// BAD_PARAMETER when it expires beyond what a vehicle accepts. An exp of 0 (none) passes here;
+// checkTTL decides whether that is allowed.
+func checkExpiry(exp, clock uint32) universal.MessageFault_E {
 	if exp != 0 && exp < clock {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_EXPIRED, k)
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_EXPIRED
 	}
 	if exp > maxExpiresAt {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, k)
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER
 	}
-	counter := h.GetCounter()
-	if counter == 0 || counter < ds.counter {
-		// A message that cannot use the counter check must expire soon.
-		if exp == 0 || exp-clock > maxTTLWithoutCounter {
-			return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_TO_LIVE_TOO_LONG, k)
-		}
-	}
-	meta, err := commandMetadata(domain, v.vin, ds.epoch[:], exp, counter, req.GetFlags())
-	if err != nil {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER, k)
-	}
-	if !hmac.Equal(commandTag(k, meta, payload), h.GetTag()) {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_SIGNATURE, k)
-	}
-	if counter > 0 {
-		switch domain {
-		case universal.Domain_DOMAIN_VEHICLE_SECURITY:
-			// VCSEC needs counters in order.
-			if counter <= ds.counter {
-				return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER, k)
-			}
-			ds.counter = counter
-		default:
-			c, w, ok := slidingWindow(ds.counter, ds.window, counter)
-			if !ok {
-				return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER, k)
-			}
-			ds.counter, ds.window = c, w
-		}
-	}
+	return faultNone
+}
 
-	// Authenticated: hand the payload to the application layer.
+// checkTTL returns TIME_TO_LIVE_TOO_LONG when a message that cannot use the counter check (no
+// counter, or one below the last accepted) does not expire soon: only its expiry bounds a replay.
+func checkTTL(exp, counter, lastCounter, clock uint32) universal.MessageFault_E {
+	if counter == 0 || counter < lastCounter {
+		if exp == 0 || exp-clock > maxTTLWithoutCounter {
+			return universal.MessageFault_E_MESSAGEFAULT_ERROR_TIME_TO_LIVE_TOO_LONG
+		}
+	}
+	return faultNone
+}
+
+// checkTag returns INVALID_SIGNATURE when the HMAC tag over the command's metadata and payload
+// does not match, and BAD_PARAMETER when the metadata cannot be encoded.
+func checkTag(domain universal.Domain, vin string, ds *domainState, exp, counter, flags uint32, k, payload, tag []byte) universal.MessageFault_E {
+	meta, err := commandMetadata(domain, vin, ds.epoch[:], exp, counter, flags)
+	if err != nil {
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_BAD_PARAMETER
+	}
+	if !hmac.Equal(commandTag(k, meta, payload), tag) {
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_SIGNATURE
+	}
+	return faultNone
+}
+
+// acceptCounter is the replay check, the last one: it returns INVALID_TOKEN_OR_COUNTER when the
+// message's counter (if it has one) has been used, and otherwise records it in d. VCSEC needs
+// counters in order; infotainment accepts them out of order within a sliding window.
+func (d *domainState) acceptCounter(domain universal.Domain, counter uint32) universal.MessageFault_E {
+	if counter == 0 {
+		return faultNone
+	}
+	if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
+		if counter <= d.counter {
+			return universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER
+		}
+		d.counter = counter
+		return faultNone
+	}
+	c, w, ok := slidingWindow(d.counter, d.window, counter)
+	if !ok {
+		return universal.MessageFault_E_MESSAGEFAULT_ERROR_INVALID_TOKEN_OR_COUNTER
+	}
+	d.counter, d.window = c, w
+	return faultNone
+}
+
+// rejectWithSession refuses a command with code and the domain's session info, signed with the
+// session key k, so that a client with a stale epoch, clock or counter can resynchronise.
+func (v *Vehicle) rejectWithSession(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, k []byte, code universal.MessageFault_E, now time.Time, res result) (result, error) {
+	res.rejection = code.String()
+	info := &signatures.SessionInfo{
+		Counter:   ds.counter,
+		PublicKey: v.priv.PublicKey().Bytes(),
+		Epoch:     append([]byte(nil), ds.epoch[:]...),
+		ClockTime: ds.clock(now),
+	}
+	var err error
+	res.reply, err = sessionInfoReply(req, domain, k, v.vin, info)
+	if err != nil {
+		return res, err
+	}
+	res.reply.SignedMessageStatus = &universal.MessageStatus{
+		OperationStatus:    universal.OperationStatus_E_OPERATIONSTATUS_ERROR,
+		SignedMessageFault: code,
+	}
+	return res, nil
+}
+
+// runAuthenticated hands an authenticated command's payload to the domain's application layer
+// and replies with its answer, encrypted when the request asks (flagEncryptResponse). A payload
+// the domain cannot decode is refused with DECODING, without session info.
+func (v *Vehicle) runAuthenticated(req *universal.RoutableMessage, domain universal.Domain, ds *domainState, h *signatures.HMAC_Personalized_Signature_Data, k, payload []byte, f Fault, now time.Time, res result) (result, error) {
 	var (
 		action string
 		out    []byte
 		known  bool
+		err    error
 	)
 	if domain == universal.Domain_DOMAIN_VEHICLE_SECURITY {
 		action, out, known, err = v.runVCSEC(payload, f.Refuse)
@@ -563,7 +632,7 @@ func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal
 		action, out, known, err = v.runInfotainment(payload, f.Refuse)
 	}
 	if err != nil {
-		return reject(universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING, nil)
+		return res.refuse(req, universal.MessageFault_E_MESSAGEFAULT_ERROR_DECODING)
 	}
 	if known {
 		res.exec = &Execution{VIN: v.vin, Domain: domainName(domain), Action: action, Result: replyResult(domain, out), At: now}
@@ -573,23 +642,30 @@ func (v *Vehicle) authenticated(req *universal.RoutableMessage, domain universal
 	res.reply = baseReply(req, domain)
 	res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: out}
 	if req.GetFlags()&flagEncryptResponse != 0 {
-		ds.respCounter++
-		aad, err := responseAAD(domain, v.vin, ds.respCounter, res.reply.GetFlags(), requestHash(domain, h.GetTag()), universal.MessageFault_E_MESSAGEFAULT_ERROR_NONE)
-		if err != nil {
-			return res, err
-		}
-		nonce, ct, tag, err := encryptResponse(k, out, aad)
-		if err != nil {
-			return res, err
-		}
-		res.reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: ct}
-		res.reply.SubSigData = &universal.RoutableMessage_SignatureData{SignatureData: &signatures.SignatureData{
-			SigType: &signatures.SignatureData_AES_GCM_ResponseData{AES_GCM_ResponseData: &signatures.AES_GCM_Response_Signature_Data{
-				Nonce: nonce, Counter: ds.respCounter, Tag: tag,
-			}},
-		}}
+		return res, v.encryptReply(res.reply, domain, ds, k, h.GetTag(), out)
 	}
 	return res, nil
+}
+
+// encryptReply replaces reply's payload with out encrypted under the session key k (AES-GCM),
+// bound to the request by its tag, and counts the response in ds.
+func (v *Vehicle) encryptReply(reply *universal.RoutableMessage, domain universal.Domain, ds *domainState, k, reqTag, out []byte) error {
+	ds.respCounter++
+	aad, err := responseAAD(domain, v.vin, ds.respCounter, reply.GetFlags(), requestHash(domain, reqTag), faultNone)
+	if err != nil {
+		return err
+	}
+	nonce, ct, tag, err := encryptResponse(k, out, aad)
+	if err != nil {
+		return err
+	}
+	reply.Payload = &universal.RoutableMessage_ProtobufMessageAsBytes{ProtobufMessageAsBytes: ct}
+	reply.SubSigData = &universal.RoutableMessage_SignatureData{SignatureData: &signatures.SignatureData{
+		SigType: &signatures.SignatureData_AES_GCM_ResponseData{AES_GCM_ResponseData: &signatures.AES_GCM_Response_Signature_Data{
+			Nonce: nonce, Counter: ds.respCounter, Tag: tag,
+		}},
+	}}
+	return nil
 }
 
 // baseReply addresses a reply the way the client's dispatcher matches it: back to the request's

@@ -377,21 +377,11 @@ func firmwareHash(version string) string {
 	return strconv.FormatUint(uint64(h), 16)
 }
 
+// vehicleState is vehicle_data's vehicle_state for st at ms (Unix milliseconds): closures,
+// locks, security modes, media, software update and tire pressures.
 func vehicleState(st CarState, ms int64) map[string]any {
 	open := func(b bool) int { return boolInt(b) }
 	window := open(st.WindowsVented)
-	update := map[string]any{"download_perc": 0, "expected_duration_sec": 2700, "install_perc": 1, "status": "", "version": " "}
-	if st.SoftwareUpdateVersion != "" {
-		update = map[string]any{"download_perc": 100, "expected_duration_sec": 2700, "install_perc": 1, "status": "available", "version": st.SoftwareUpdateVersion}
-		if st.SoftwareUpdateScheduled {
-			update["status"] = "scheduled"
-			update["scheduled_time_ms"] = st.SoftwareUpdateAt.UnixMilli()
-		}
-	}
-	playback := "Stopped"
-	if st.MediaPlaying {
-		playback = "Playing"
-	}
 	tonneau, tonneauPct := any(nil), any(nil)
 	if st.Model == "cybertruck" {
 		tonneau, tonneauPct = "closed", 0
@@ -420,39 +410,26 @@ func vehicleState(st CarState, ms int64) map[string]any {
 		"last_autopark_error":         "no_error",
 		"locked":                      st.Locked,
 		"low_power_mode":              st.LowPowerMode,
-		"media_info": map[string]any{
-			"a2dp_source_name":       "",
-			"audio_volume":           round(float64(st.Volume), 4),
-			"audio_volume_increment": 0.333333,
-			"audio_volume_max":       10.333333,
-			"media_playback_status":  playback,
-			"now_playing_album":      "",
-			"now_playing_artist":     "",
-			"now_playing_duration":   0,
-			"now_playing_elapsed":    0,
-			"now_playing_source":     "Radio",
-			"now_playing_station":    mediaFavorites[st.MediaFavorite%len(mediaFavorites)],
-			"now_playing_title":      mediaTracks[st.MediaTrack%len(mediaTracks)],
-		},
-		"media_state":               map[string]any{"remote_control_enabled": true},
-		"notifications_supported":   true,
-		"odometer":                  round(st.Odometer, 6),
-		"parsed_calendar_supported": true,
-		"pf":                        0,
-		"pin_to_drive_enabled":      st.PINToDrive,
-		"pr":                        0,
-		"rd_window":                 window,
-		"remote_start":              st.RemoteStart,
-		"remote_start_enabled":      true,
-		"remote_start_supported":    true,
-		"rp_window":                 window,
-		"rt":                        open(st.RearTrunkOpen),
-		"santa_mode":                0,
-		"sentry_mode":               st.SentryMode,
-		"sentry_mode_available":     true,
-		"service_mode":              false,
-		"service_mode_plus":         false,
-		"software_update":           update,
+		"media_info":                  mediaInfo(st),
+		"media_state":                 map[string]any{"remote_control_enabled": true},
+		"notifications_supported":     true,
+		"odometer":                    round(st.Odometer, 6),
+		"parsed_calendar_supported":   true,
+		"pf":                          0,
+		"pin_to_drive_enabled":        st.PINToDrive,
+		"pr":                          0,
+		"rd_window":                   window,
+		"remote_start":                st.RemoteStart,
+		"remote_start_enabled":        true,
+		"remote_start_supported":      true,
+		"rp_window":                   window,
+		"rt":                          open(st.RearTrunkOpen),
+		"santa_mode":                  0,
+		"sentry_mode":                 st.SentryMode,
+		"sentry_mode_available":       true,
+		"service_mode":                false,
+		"service_mode_plus":           false,
+		"software_update":             softwareUpdate(st),
 		"speed_limit_mode": map[string]any{
 			"active":            st.SpeedLimitActive,
 			"current_limit_mph": st.SpeedLimitMPH,
@@ -470,15 +447,58 @@ func vehicleState(st CarState, ms int64) map[string]any {
 		"vehicle_self_test_requested": false,
 		"webcam_available":            true,
 	}
+	addTPMS(s, ms)
+	return s
+}
+
+// softwareUpdate is vehicle_state's software_update: none, or the pending version, with its
+// start time once scheduled.
+func softwareUpdate(st CarState) map[string]any {
+	if st.SoftwareUpdateVersion == "" {
+		return map[string]any{"download_perc": 0, "expected_duration_sec": 2700, "install_perc": 1, "status": "", "version": " "}
+	}
+	update := map[string]any{"download_perc": 100, "expected_duration_sec": 2700, "install_perc": 1, "status": "available", "version": st.SoftwareUpdateVersion}
+	if st.SoftwareUpdateScheduled {
+		update["status"] = "scheduled"
+		update["scheduled_time_ms"] = st.SoftwareUpdateAt.UnixMilli()
+	}
+	return update
+}
+
+// mediaInfo is vehicle_state's media_info: the radio, its volume, and the station and track the
+// media commands step through.
+func mediaInfo(st CarState) map[string]any {
+	playback := "Stopped"
+	if st.MediaPlaying {
+		playback = "Playing"
+	}
+	return map[string]any{
+		"a2dp_source_name":       "",
+		"audio_volume":           round(float64(st.Volume), 4),
+		"audio_volume_increment": 0.333333,
+		"audio_volume_max":       10.333333,
+		"media_playback_status":  playback,
+		"now_playing_album":      "",
+		"now_playing_artist":     "",
+		"now_playing_duration":   0,
+		"now_playing_elapsed":    0,
+		"now_playing_source":     "Radio",
+		"now_playing_station":    mediaFavorites[st.MediaFavorite%len(mediaFavorites)],
+		"now_playing_title":      mediaTracks[st.MediaTrack%len(mediaTracks)],
+	}
+}
+
+// addTPMS adds the tire pressure fields to vehicle_state s: every tire and the recommended cold
+// pressures at 2.9 bar, no warnings, last seen at ms (Unix milliseconds).
+func addTPMS(s map[string]any, ms int64) {
 	for _, w := range []string{"fl", "fr", "rl", "rr"} {
 		s["tpms_hard_warning_"+w] = false
 		s["tpms_soft_warning_"+w] = false
 		s["tpms_pressure_"+w] = 2.9
-		s["tpms_rcp_front_value"] = 2.9
-		s["tpms_rcp_rear_value"] = 2.9
 		s["tpms_last_seen_pressure_time_"+w] = ms / 1000
 	}
-	return s
+	s["tpms_rcp_front_value"] = 2.9
+	s["tpms_rcp_rear_value"] = 2.9
 }
 
 func scheduleJSON(list []Schedule, precondition bool) []map[string]any {
