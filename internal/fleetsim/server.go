@@ -72,7 +72,6 @@ type Server struct {
 	tokensMu   sync.Mutex
 	refused    map[[32]byte]refusal
 	tokenCalls map[[32]byte]int
-
 }
 
 // refusal is how RefuseToken answers one token.

@@ -70,6 +70,11 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 		}
 		h2.TLSClientConfig.RootCAs, h2.Proxy = o.pool, nil
 		t.Cleanup(h2.CloseIdleConnections)
+		// Hundreds of upstream handshakes at once under -race on a busy machine can take longer
+		// than the production 5 s; the tests that use this are about what happens after.
+		for _, t := range []*http.Transport{tr, h2} {
+			t.TLSHandshakeTimeout = max(t.TLSHandshakeTimeout, o.timeout)
+		}
 		rt = forward.Overflow(tr, h2, o.overflow)
 	}
 	fwd, err := forward.New(forward.Options{Upstream: o.fixed, Transport: rt, Timeout: o.timeout, IdleTimeout: o.idle, MaxClientInFlight: o.clientMax, Logger: log})
