@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,10 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	vegeta "github.com/tsenart/vegeta/v12/lib"
-
-	"github.com/teslaproxy/proxy/internal/fleetsim"
 )
 
 // The replicas row: three replicas of each proxy behind HAProxy (round-robin per request, no
@@ -245,38 +240,6 @@ func (b *bench) rowReplicas() error {
 	if err != nil {
 		return err
 	}
-	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: replicaLatency}, Data: fleetsim.Delay{Base: replicaLatency},
-		Wakes: fleetsim.Delay{Base: replicaLatency}, Other: fleetsim.Delay{Base: replicaLatency}})
-	defer b.sim.SetLatency(fleetsim.Latency{})
-	var jobs, firsts []*job
-	for _, c := range contenders {
-		var targets []vegeta.Target
-		for _, vin := range b.takeVINs(replicaVINs) {
-			targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
-		}
-		l := load{targets: targets, workers: replicaVINs, check: contains(`"result":true`), stagger: replicaLatency}
-		first := &job{c: c, l: l}
-		if err := b.once(first, replicaVINs); err != nil {
-			return err
-		}
-		firsts = append(firsts, first)
-		jobs = append(jobs, &job{c: c, l: l})
-	}
-	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
-		return err
-	}
 	ld := fmt.Sprintf("%d VINs × %s, %d replicas each", replicaVINs, fmtDur(replicaLatency), replicaCount)
-	for i, j := range jobs {
-		first := firsts[i].m
-		j.m.warmErrs += first.errs
-		if j.m.warmFirstErr == "" {
-			j.m.warmFirstErr = first.firstErr
-		}
-		up := fmt.Sprintf("first %.2f, then %.3f", first.upstreamPerOp(), j.m.upstreamPerOp())
-		if j.m.rejected > 0 {
-			up += fmt.Sprintf(" (%d refused by the car)", j.m.rejected)
-		}
-		b.add(line{row: rowReplicas, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
-	}
-	return nil
+	return b.slowCommands(rowReplicas, ld, contenders, replicaVINs, replicaLatency)
 }

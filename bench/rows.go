@@ -420,18 +420,27 @@ func (b *bench) rowSlowPass() error {
 // call (handshakes and commands) is answered after 300 ms. Every VIN first gets one command
 // (session set-up), then the measured load runs on warm sessions.
 func (b *bench) rowSlowCommands() error {
-	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: slowCmdLatency}, Data: fleetsim.Delay{Base: slowCmdLatency},
-		Wakes: fleetsim.Delay{Base: slowCmdLatency}, Other: fleetsim.Delay{Base: slowCmdLatency}})
+	return b.slowCommands(rowSlowCommands, slowLoad("VINs", slowCmdVINs, slowCmdLatency, "cmd/s"),
+		[]*contender{b.ours, b.ref}, slowCmdVINs, slowCmdLatency)
+}
+
+// slowCommands measures signed commands over vins VINs of its own per contender, one connection
+// each, while every Fleet API call (handshakes and commands) is answered after latency: every VIN
+// first gets one command (session set-up, "first"), then the measured load runs on warm sessions
+// ("then"). The peak RSS covers both.
+func (b *bench) slowCommands(row, ld string, contenders []*contender, vins int, latency time.Duration) error {
+	b.sim.SetLatency(fleetsim.Latency{Commands: fleetsim.Delay{Base: latency}, Data: fleetsim.Delay{Base: latency},
+		Wakes: fleetsim.Delay{Base: latency}, Other: fleetsim.Delay{Base: latency}})
 	defer b.sim.SetLatency(fleetsim.Latency{})
 	var jobs, firsts []*job
-	for _, c := range []*contender{b.ours, b.ref} {
+	for _, c := range contenders {
 		var targets []vegeta.Target
-		for _, vin := range b.takeVINs(slowCmdVINs) {
+		for _, vin := range b.takeVINs(vins) {
 			targets = append(targets, b.target(c, http.MethodPost, "/api/1/vehicles/"+vin+"/command/"+commandName, nil))
 		}
-		l := load{targets: targets, workers: slowCmdVINs, check: contains(`"result":true`), stagger: slowCmdLatency}
+		l := load{targets: targets, workers: vins, check: contains(`"result":true`), stagger: latency}
 		first := &job{c: c, l: l}
-		if err := b.once(first, slowCmdVINs); err != nil {
+		if err := b.once(first, vins); err != nil {
 			return err
 		}
 		firsts = append(firsts, first)
@@ -440,7 +449,6 @@ func (b *bench) rowSlowCommands() error {
 	if err := b.compare(jobs, min(b.o.duration, slowDuration), max(b.o.warm, slowWarm)); err != nil {
 		return err
 	}
-	ld := slowLoad("VINs", slowCmdVINs, slowCmdLatency, "cmd/s")
 	for i, j := range jobs {
 		first := firsts[i].m
 		j.m.warmErrs += first.errs
@@ -449,12 +457,12 @@ func (b *bench) rowSlowCommands() error {
 		}
 		// The peak covers the first pass too, where every session is set up.
 		j.m.peakRSS = max(j.m.peakRSS, first.peakRSS)
-		b.keep(rowSlowCommands+" first", ld, j.c, first)
+		b.keep(row+" first", ld, j.c, first)
 		up := fmt.Sprintf("first %.2f, then %.3f", first.upstreamPerOp(), j.m.upstreamPerOp())
 		if j.m.rejected > 0 {
 			up += fmt.Sprintf(" (%d refused by the car)", j.m.rejected)
 		}
-		b.add(line{row: rowSlowCommands, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
+		b.add(line{row: row, load: ld, unit: "cmd/s", rate: j.m.rate(), upstream: up}, j.c, j.m)
 	}
 	return nil
 }
