@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+)
 
 func TestGCPercentFor(t *testing.T) {
 	for _, tc := range []struct {
@@ -18,5 +23,36 @@ func TestGCPercentFor(t *testing.T) {
 		if got := gcPercentFor(tc.live); got != tc.want {
 			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", tc.live>>20, got, tc.want)
 		}
+	}
+}
+
+// onEachGC must fire once per collection, and keep firing: each call arms the next.
+func TestOnEachGCFiresAfterEveryCollection(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls := make(chan struct{}, 16)
+	onEachGC(ctx, func() { calls <- struct{}{} })
+	for i := range 3 {
+		runtime.GC()
+		select {
+		case <-calls:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no call after collection %d", i+1)
+		}
+	}
+	cancel()
+	runtime.GC()
+	runtime.GC()
+	select {
+	case <-calls:
+		// The cleanup of the sentinel armed before cancel may still run once; after it, none.
+		runtime.GC()
+		runtime.GC()
+		select {
+		case <-calls:
+			t.Fatal("onEachGC kept firing after its context ended")
+		case <-time.After(200 * time.Millisecond):
+		}
+	case <-time.After(200 * time.Millisecond):
 	}
 }
