@@ -2,19 +2,25 @@ package forward_test
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/teslaproxy/proxy/internal/certgen"
 	"github.com/teslaproxy/proxy/internal/forward"
 )
 
@@ -88,20 +94,38 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 		// limit, and an HTTP/2 transport beside it: that many requests go over HTTP/1.1 and the
 		// rest, over HTTP/2 where the upstream offers it.
 		overflow int
+		// caFile trusts the upstream through TransportOptions.ExtraCAFile (the proxy's
+		// -upstream-ca, checked by the transport's own handshake) instead of RootCAs.
+		caFile bool
 	}{
-		{"https upstream offering h2, default HTTP/1.1", true, false, false, 600, 0},
-		{"https upstream offering h2, HTTP2 set", true, true, true, inFlight, 0},
-		{"plain http loopback upstream", false, false, false, inFlight, 0},
-		{"plain http loopback upstream, HTTP2 set", false, true, false, inFlight, 0},
-		{"https upstream offering h2, HTTP/1.1 overflowing to HTTP/2", true, false, true, inFlight, 100},
-		{"plain http loopback upstream, HTTP/1.1 overflowing", false, false, false, inFlight, 100},
+		{"https upstream offering h2, default HTTP/1.1", true, false, false, 600, 0, false},
+		{"https upstream offering h2, HTTP2 set", true, true, true, inFlight, 0, false},
+		{"plain http loopback upstream", false, false, false, inFlight, 0, false},
+		{"plain http loopback upstream, HTTP2 set", false, true, false, inFlight, 0, false},
+		{"https upstream offering h2, HTTP/1.1 overflowing to HTTP/2", true, false, true, inFlight, 100, false},
+		{"plain http loopback upstream, HTTP/1.1 overflowing", false, false, false, inFlight, 100, false},
+		{"https upstream trusted by -upstream-ca, HTTP/1.1 overflowing to HTTP/2", true, false, true, 300, 100, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inFlight := tc.n
 			g := newGate(int64(inFlight))
 			var base string
+			var ts *httptest.Server
+			var caFile string
+			if tc.tls {
+				ts = httptest.NewUnstartedServer(g)
+				ts.EnableHTTP2 = true
+				ts.StartTLS()
+				t.Cleanup(ts.Close)
+				if tc.caFile {
+					caFile = filepath.Join(t.TempDir(), "ca.pem")
+					if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			newTransport := func(http2 bool) *http.Transport {
-				tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: http2})
+				tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: http2, ExtraCAFile: caFile})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -125,14 +149,12 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 				rt = forward.Overflow(tr, h2, tc.overflow)
 			}
 			if tc.tls {
-				ts := httptest.NewUnstartedServer(g)
-				ts.EnableHTTP2 = true
-				ts.StartTLS()
-				t.Cleanup(ts.Close)
-				roots := x509.NewCertPool()
-				roots.AddCert(ts.Certificate())
-				for _, tr := range transports {
-					tr.TLSClientConfig.RootCAs = roots
+				if !tc.caFile {
+					roots := x509.NewCertPool()
+					roots.AddCert(ts.Certificate())
+					for _, tr := range transports {
+						tr.TLSClientConfig.RootCAs = roots
+					}
 				}
 				base = ts.URL
 			} else {
@@ -277,5 +299,82 @@ func TestCountConnWaits(t *testing.T) {
 	}
 	if got := peakWaiting.Load(); got < n/2 {
 		t.Errorf("at most %d requests counted as waiting, want at least %d", got, n/2)
+	}
+}
+
+// TestExtraCAIsCheckedByTheTransportsOwnHandshake covers -upstream-ca on the direct path, where
+// the transport checks the chain itself (so the system roots stay unloaded when the bundle
+// suffices): the bundle's certificates are trusted for the names they carry, IP addresses
+// included, and a server whose chain leads elsewhere, or whose certificate names another host, is
+// refused with a certificate error before any request is sent.
+func TestExtraCAIsCheckedByTheTransportsOwnHandshake(t *testing.T) {
+	ours, err := certgen.NewCA("upstream test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := certgen.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ours.Issue(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	_, port, err := net.SplitHostPort(ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, ca, host string
+		ok             bool
+	}{
+		{"IP address in the certificate", "ours", "127.0.0.1", true},
+		{"host name in the certificate", "ours", "localhost", true},
+		{"chain leads to another CA", "other", "127.0.0.1", false},
+		{"certificate names other hosts", "ours", "wrong.test", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ca := map[string]*certgen.CA{"ours": ours, "other": other}[tc.ca]
+			file := filepath.Join(dir, tc.ca+".pem")
+			if err := os.WriteFile(file, ca.CertPEM(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := forward.NewTransport(forward.TransportOptions{ExtraCAFile: file})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.Proxy = nil
+			// Every name dials the test server: the name is only what the certificate is checked for.
+			tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, ts.Listener.Addr().String())
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			resp, err := (&http.Client{Transport: tr}).Get("https://" + net.JoinHostPort(tc.host, port) + "/")
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("GET: %v", err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				return
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("the handshake was accepted")
+			}
+			var verr *tls.CertificateVerificationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("error %v is not a certificate verification error", err)
+			}
+		})
 	}
 }
