@@ -23,6 +23,11 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		go tuneGC(ctx)
 	}
+	// One processor while the load fits in a fraction of one, the default beyond (procs.go). A
+	// GOMAXPROCS set in the environment wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		go tuneProcs(ctx)
+	}
 	os.Exit(realMain(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
 }
 
