@@ -16,9 +16,12 @@ import (
 // one, and its added latency fell by a third (docs/benchmarks.md). Under real load the same wakeups
 // are what lets requests run in parallel.
 //
-// So the proxy runs on one processor while its load fits in a fraction of one, and on the
-// runtime's default (the CPUs it may use, cgroup quota included) as soon as it does not: when
-// one processor is busy, or goroutines wait for it.
+// So the proxy runs on one processor while its load fits in a fraction of one and it serves few
+// connections, and on the runtime's default (the CPUs it may use, cgroup quota included) as soon
+// as it does not: when one processor is busy, goroutines wait for it, or connections pile up. With
+// thousands of connections one processor is the wrong trade even at light load: the collector,
+// which gets a quarter of the processors, fell behind the allocations and the peak RSS of the
+// 2,000-connection slow row went from 180-230 MiB to 245-328 MiB.
 const (
 	// procsWindow is how often the load is sampled.
 	procsWindow = 25 * time.Millisecond
@@ -32,6 +35,9 @@ const (
 	procsUpWindows = 2
 	procsBusy      = 0.85
 	procsWaitP90   = 500 * time.Microsecond
+	// procsCrowd goroutines (each client connection has one, each HTTP/1.1 upstream connection
+	// two) keep the default, and send one processor back to it.
+	procsCrowd = 256
 	// procsFlap: going back up within it of dropping doubles procsHold (from procsHoldMin up to
 	// procsHoldMax), the time before the next drop, so a load near the threshold does not make
 	// the proxy switch back and forth.
@@ -48,6 +54,8 @@ type procsWindowLoad struct {
 	// waits how many such waits the window saw.
 	waitP90 time.Duration
 	waits   uint64
+	// goroutines is how many goroutines there were at the end of the window.
+	goroutines uint64
 }
 
 // procsTuner decides, window by window, between one processor and the default.
@@ -65,7 +73,7 @@ type procsTuner struct {
 // default, and 0 to stay.
 func (t *procsTuner) observe(now time.Time, w procsWindowLoad) int {
 	if t.one {
-		if w.cores > procsBusy || (w.waits >= 20 && w.waitP90 > procsWaitP90) {
+		if w.cores > procsBusy || (w.waits >= 20 && w.waitP90 > procsWaitP90) || w.goroutines > procsCrowd {
 			t.busy++
 		} else {
 			t.busy = 0
@@ -81,6 +89,10 @@ func (t *procsTuner) observe(now time.Time, w procsWindowLoad) int {
 			t.hold = 0
 		}
 		return 1
+	}
+	if w.goroutines > procsCrowd {
+		t.n, t.next = 0, 0
+		return 0
 	}
 	if w.cores < procsIdle {
 		return 0
@@ -130,7 +142,8 @@ func tuneProcs(ctx context.Context) {
 }
 
 // procsMeter reads a window's load: the process's CPU time from getrusage and the scheduler's
-// latency histogram from runtime/metrics, each as the change since the last read.
+// latency histogram from runtime/metrics, each as the change since the last read, and the number
+// of goroutines.
 type procsMeter struct {
 	at     time.Time
 	cpu    time.Duration
@@ -139,7 +152,7 @@ type procsMeter struct {
 }
 
 func newProcsMeter() *procsMeter {
-	m := &procsMeter{sample: []metrics.Sample{{Name: "/sched/latencies:seconds"}}}
+	m := &procsMeter{sample: []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/sched/goroutines:goroutines"}}}
 	m.read(time.Now())
 	return m
 }
@@ -160,6 +173,9 @@ func (m *procsMeter) read(now time.Time) procsWindowLoad {
 		h := m.sample[0].Value.Float64Histogram()
 		w.waitP90, w.waits = histogramDelta(h, m.counts)
 		m.counts = append(m.counts[:0], h.Counts...)
+	}
+	if m.sample[1].Value.Kind() == metrics.KindUint64 {
+		w.goroutines = m.sample[1].Value.Uint64()
 	}
 	return w
 }

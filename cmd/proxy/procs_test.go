@@ -48,6 +48,15 @@ func TestProcsTunerDropsToOneProcessorUnderLightLoadOnly(t *testing.T) {
 			t.Errorf("%.2f cores: decisions %v, want none", cores, got)
 		}
 	}
+	// Many connections keep the default however light the load, and start the count again.
+	tu = procsTuner{}
+	_, now = feed(t, &tu, start, procsDownWindows-1, light)
+	got, now = feed(t, &tu, now, 10*procsDownWindows, procsWindowLoad{cores: 0.3, goroutines: procsCrowd + 1})
+	got2, _ = feed(t, &tu, now, procsDownWindows, light)
+	if len(got) != 0 || len(got2) != 1 || got2[procsDownWindows-1] != -1 {
+		t.Errorf("light windows around crowded ones: decisions %v, then %v; want none, then a drop after a whole second", got, got2)
+	}
+
 	// One busy window among light ones keeps the average above the threshold for a while.
 	tu = procsTuner{}
 	_, now = feed(t, &tu, start, procsDownWindows-1, procsWindowLoad{cores: 0.5})
@@ -67,6 +76,8 @@ func TestProcsTunerGoesBackUpWhenTheProcessorIsBusy(t *testing.T) {
 		{"goroutines wait for it", procsWindowLoad{cores: 0.5, waits: 200, waitP90: 2 * time.Millisecond}, true},
 		{"short waits", procsWindowLoad{cores: 0.5, waits: 200, waitP90: 100 * time.Microsecond}, false},
 		{"too few waits to tell", procsWindowLoad{cores: 0.5, waits: 5, waitP90: 2 * time.Millisecond}, false},
+		{"connections pile up", procsWindowLoad{cores: 0.3, goroutines: procsCrowd + 1}, true},
+		{"a few connections", procsWindowLoad{cores: 0.3, goroutines: procsCrowd}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tu := procsTuner{one: true}
@@ -166,7 +177,8 @@ func TestHistogramDelta(t *testing.T) {
 	}
 }
 
-// The meter reads the process's own CPU time: a goroutine spinning through the window shows.
+// The meter reads the process's own CPU time (a goroutine spinning through the window shows) and
+// its goroutines.
 func TestProcsMeterSeesCPUTime(t *testing.T) {
 	m := newProcsMeter()
 	deadline := time.Now().Add(100 * time.Millisecond)
@@ -177,5 +189,8 @@ func TestProcsMeterSeesCPUTime(t *testing.T) {
 	w := m.read(time.Now())
 	if w.cores <= 0 {
 		t.Fatalf("a window spent spinning (%d turns) measured %.3f cores", n, w.cores)
+	}
+	if w.goroutines == 0 {
+		t.Fatal("the meter counted no goroutines, not even its own test's")
 	}
 }
