@@ -11,10 +11,10 @@ import (
 // Processor tuning. A request through the proxy hands work between goroutines several times (the
 // server's connection, its background read, the upstream connection's reader and writer). With
 // GOMAXPROCS above one, each handoff to an idle processor wakes an operating-system thread that
-// spins looking for work and sleeps again. Under light load that is most of the proxy's CPU: at one
-// connection a pass-through request cost 322-349 µs of CPU with two processors and 230-241 µs with
-// one, and its added latency fell by a third (docs/benchmarks.md). Under real load the same wakeups
-// are what lets requests run in parallel.
+// spins looking for work and sleeps again. Under light load that is about a third of the proxy's
+// CPU: at one connection a pass-through request cost 322-349 µs of CPU with two processors and
+// 230-241 µs with one, and its added latency fell by a third (scripts/bench.sh -rows pass, two
+// runs each way). Under real load the same wakeups are what lets requests run in parallel.
 //
 // So the proxy runs on one processor while its load fits in a fraction of one and it serves few
 // connections, and on the runtime's default (the CPUs it may use, cgroup quota included) as soon
