@@ -106,12 +106,18 @@ func (c *child) stop() {
 	if c == nil {
 		return
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	stopProcess(c.cmd, c.done)
+}
+
+// stopProcess asks cmd's process to end (SIGTERM), kills it if it is still running after 5 s, and
+// returns once done is closed (by the goroutine that waits for the process).
+func stopProcess(cmd *exec.Cmd, done <-chan struct{}) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.done:
+	case <-done:
 	case <-time.After(5 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 

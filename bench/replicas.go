@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,15 +49,7 @@ func startExternal(dir, name, bin string, args ...string) (*external, error) {
 	return e, nil
 }
 
-func (e *external) stop() {
-	_ = e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(5 * time.Second):
-		_ = e.cmd.Process.Kill()
-		<-e.done
-	}
-}
+func (e *external) stop() { stopProcess(e.cmd, e.done) }
 
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort() (int, error) {
