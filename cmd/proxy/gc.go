@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -12,29 +13,68 @@ import (
 // collector at the default GOGC=100 then runs every few MiB of request garbage: a fifth of the CPU
 // of a small pass-through request. With thousands of connections the live heap is tens of MiB, and
 // a fixed higher GOGC (200 before issue 11) multiplies that into the peak RSS: 169 MiB at 1,000
-// connections against the reference's 98 MiB. So the goal is kept at least gcHeapFloor: GOGC rises
-// while the live heap is small (up to gcMaxPercent), and falls to gcMinPercent once the heap is
-// large. A large live heap means thousands of connections, each holding buffers and goroutine
+// connections against the reference's 98 MiB. So the heap goal is kept at least a floor: GOGC
+// rises while the live heap is small (up to gcMaxPercent), and falls to gcMinPercent once the heap
+// is large. A large live heap means thousands of connections, each holding buffers and goroutine
 // stacks; there the collector's extra runs cost less than letting the heap grow to twice that.
+//
+// The floor follows the allocation rate: it holds gcFloorSpan of allocation, between gcFloorMin
+// and gcFloorMax. Thousands of small requests a second allocate tens of MiB a second and get the
+// whole 32 MiB; a quiet proxy, or one streaming a large body through pooled buffers, allocates
+// little, and then has no reason to keep 32 MiB of garbage in its RSS (issue 7's streaming row:
+// the warm-up's garbage alone took the peak past idle + 16 MiB).
 const (
-	gcHeapFloor  = 32 << 20
+	gcFloorMax   = 32 << 20
+	gcFloorMin   = 8 << 20
+	gcFloorSpan  = 300 * time.Millisecond
 	gcMaxPercent = 400
 	gcMinPercent = 50
 	gcTunePeriod = 50 * time.Millisecond
+	// gcFloorHalfLife is how fast the floor comes down once the allocation rate has: slowly,
+	// so that the pauses between a client's bursts do not reset it.
+	gcFloorHalfLife = 2 * time.Second
 )
 
-// gcPercentFor returns the GOGC that puts the heap goal at gcHeapFloor for a live heap of live
-// bytes, within [gcMinPercent, gcMaxPercent].
-func gcPercentFor(live uint64) int {
+// gcPercentFor returns the GOGC that puts the heap goal at floor for a live heap of live bytes,
+// within [gcMinPercent, gcMaxPercent].
+func gcPercentFor(live, floor uint64) int {
 	if live == 0 {
 		return gcMaxPercent
 	}
-	p := int(min(gcHeapFloor*100/live, gcMaxPercent+100)) - 100 //nolint:gosec // G115: at most gcMaxPercent+100
+	p := int(min(floor*100/live, gcMaxPercent+100)) - 100 //nolint:gosec // G115: at most gcMaxPercent+100
 	return max(gcMinPercent, min(gcMaxPercent, p))
 }
 
-// tuneGC adjusts GOGC to the live heap after every collection until ctx ends. It is not started
-// when GOGC is set in the environment: the operator's setting wins.
+// gcFloor is the heap-goal floor: it rises at once to hold gcFloorSpan of the allocation rate
+// measured over the last window, and decays towards it with gcFloorHalfLife.
+type gcFloor struct {
+	floor     float64 // bytes
+	allocs    uint64  // /gc/heap/allocs:bytes at the start of the window
+	windowEnd time.Time
+}
+
+// update takes the allocation counter at now and returns the floor in bytes.
+func (f *gcFloor) update(allocs uint64, now time.Time) uint64 {
+	if f.windowEnd.IsZero() {
+		f.floor, f.allocs, f.windowEnd = gcFloorMin, allocs, now
+		return gcFloorMin
+	}
+	dt := now.Sub(f.windowEnd)
+	if dt < gcTunePeriod {
+		// Too short a window to tell a rate from (a GC right after a tick).
+		return uint64(f.floor) &^ (1<<20 - 1)
+	}
+	rate := float64(allocs-f.allocs) / dt.Seconds()
+	want := min(max(rate*gcFloorSpan.Seconds(), gcFloorMin), gcFloorMax)
+	decayed := f.floor * math.Exp2(-dt.Seconds()/gcFloorHalfLife.Seconds())
+	f.floor = max(want, decayed, gcFloorMin)
+	f.allocs, f.windowEnd = allocs, now
+	// Whole MiB, so that GOGC is not set again for every few bytes of drift.
+	return uint64(f.floor) &^ (1<<20 - 1)
+}
+
+// tuneGC adjusts GOGC to the live heap and the allocation rate after every collection until ctx
+// ends. It is not started when GOGC is set in the environment: the operator's setting wins.
 //
 // It runs at the end of each GC cycle, and every gcTunePeriod: a burst of connections (1,000 TLS
 // handshakes at once) grows the live heap from a few MiB to tens within one tick of a 200 ms timer,
@@ -42,14 +82,16 @@ func gcPercentFor(live uint64) int {
 // times its live size before the 200 ms timer of the first version caught up. That was the largest
 // part of the peak RSS in the benchmark's 1,000-connection row.
 func tuneGC(ctx context.Context) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	var floor gcFloor
 	last := -1
 	retune := func() {
 		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
+		if sample[0].Value.Kind() != metrics.KindUint64 || sample[1].Value.Kind() != metrics.KindUint64 {
 			return
 		}
-		if p := gcPercentFor(sample[0].Value.Uint64()); p != last {
+		f := floor.update(sample[1].Value.Uint64(), time.Now())
+		if p := gcPercentFor(sample[0].Value.Uint64(), f); p != last {
 			debug.SetGCPercent(p)
 			last = p
 		}

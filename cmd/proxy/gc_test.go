@@ -20,9 +20,53 @@ func TestGCPercentFor(t *testing.T) {
 		{100 << 20, gcMinPercent}, // large heaps collect at half the default headroom
 		{(32 << 20) / 3, 200},     // a third of the floor
 	} {
-		if got := gcPercentFor(tc.live); got != tc.want {
+		if got := gcPercentFor(tc.live, gcFloorMax); got != tc.want {
 			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", tc.live>>20, got, tc.want)
 		}
+	}
+}
+
+// A proxy at 8 MiB live and a quiet floor collects at twice its live heap, not at 32 MiB.
+func TestGCPercentForAQuietFloor(t *testing.T) {
+	if got := gcPercentFor(4<<20, gcFloorMin); got != 100 {
+		t.Errorf("gcPercentFor(4 MiB, 8 MiB floor) = %d, want 100", got)
+	}
+}
+
+// The floor rises at once with the allocation rate, up to its cap, and comes down slowly once the
+// rate has.
+func TestGCFloorFollowsTheAllocationRate(t *testing.T) {
+	const mib = 1 << 20
+	var f gcFloor
+	t0 := time.Unix(1000, 0)
+	if got := f.update(0, t0); got != gcFloorMin {
+		t.Fatalf("first floor = %d MiB, want the minimum %d MiB", got/mib, gcFloorMin/mib)
+	}
+	// 100 MiB/s for 100 ms: 300 ms of it is 30 MiB.
+	allocs := uint64(10 * mib)
+	now := t0.Add(100 * time.Millisecond)
+	if got := f.update(allocs, now); got != 30*mib {
+		t.Fatalf("floor at 100 MiB/s = %d MiB, want 30", got/mib)
+	}
+	// A collection 10 ms later is too short a window: the floor stays.
+	if got := f.update(allocs+mib, now.Add(10*time.Millisecond)); got != 30*mib {
+		t.Fatalf("floor after a 10 ms window = %d MiB, want it kept at 30", got/mib)
+	}
+	// 1 GiB/s: capped.
+	allocs += 100 * mib
+	now = now.Add(100 * time.Millisecond)
+	if got := f.update(allocs, now); got != gcFloorMax {
+		t.Fatalf("floor at 1 GiB/s = %d MiB, want the cap %d", got/mib, gcFloorMax/mib)
+	}
+	// Nothing allocated for one half-life: half the cap.
+	now = now.Add(gcFloorHalfLife)
+	if got := f.update(allocs, now); got != gcFloorMax/2 {
+		t.Fatalf("floor a half-life after the load stopped = %d MiB, want %d", got/mib, gcFloorMax/2/mib)
+	}
+	// Long after: the minimum, never below it.
+	now = now.Add(10 * gcFloorHalfLife)
+	if got := f.update(allocs, now); got != gcFloorMin {
+		t.Fatalf("floor long after the load = %d MiB, want the minimum %d", got/mib, gcFloorMin/mib)
 	}
 }
 
