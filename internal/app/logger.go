@@ -2,6 +2,7 @@ package app
 
 import (
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,8 +19,41 @@ func NewLogger(verbose bool, w io.Writer) (*zap.Logger, func()) {
 		level = zapcore.DebugLevel
 	}
 	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeTime = new(isoClock).encode
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(w), Size: 256 << 10, FlushInterval: time.Second}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), ws, level)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), func() { _ = ws.Stop() }
+}
+
+// iso8601Layout is zapcore.ISO8601TimeEncoder's layout; the milliseconds are bytes 20 to 22.
+const iso8601Layout = "2006-01-02T15:04:05.000Z0700"
+
+// isoClock writes times as zapcore.ISO8601TimeEncoder does, but lays out the date, the clock and
+// the zone once per second: an access log line per request spent half its encoding time in
+// time.Time.AppendFormat (1.5 % of a small pass-through request's CPU at 64 connections).
+type isoClock struct{ cur atomic.Pointer[isoSecond] }
+
+// isoSecond is one second's text, immutable once published.
+type isoSecond struct {
+	unix int64
+	loc  *time.Location
+	text string
+}
+
+func (c *isoClock) encode(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	s := c.cur.Load()
+	if s == nil || s.unix != t.Unix() || s.loc != t.Location() {
+		if y := t.Year(); y < 1000 || y > 9999 {
+			// The millisecond digits are not at a fixed place: no cache.
+			enc.AppendString(t.Format(iso8601Layout))
+			return
+		}
+		s = &isoSecond{unix: t.Unix(), loc: t.Location(), text: t.Format(iso8601Layout)}
+		c.cur.Store(s)
+	}
+	var b [len(iso8601Layout) + 1]byte // "+hhmm" is one byte longer than "Z0700"
+	n := copy(b[:], s.text)
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b[20], b[21], b[22] = byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10)
+	enc.AppendByteString(b[:n])
 }
