@@ -30,6 +30,10 @@ const (
 	gcMaxPercent = 400
 	gcMinPercent = 50
 	gcTunePeriod = 50 * time.Millisecond
+	// gcRateWindow is the shortest time the allocation rate is measured over. Shorter windows
+	// see spikes, not a rate: the proxy's own start-up allocates several MiB within 50 ms, and
+	// set the floor to the full 32 MiB for the seconds it took to decay.
+	gcRateWindow = 500 * time.Millisecond
 	// gcFloorHalfLife is how fast the floor comes down once the allocation rate has: slowly,
 	// so that the pauses between a client's bursts do not reset it.
 	gcFloorHalfLife = 2 * time.Second
@@ -45,8 +49,9 @@ func gcPercentFor(live, floor uint64) int {
 	return max(gcMinPercent, min(gcMaxPercent, p))
 }
 
-// gcFloor is the heap-goal floor: it rises at once to hold gcFloorSpan of the allocation rate
-// measured over the last window, and decays towards it with gcFloorHalfLife.
+// gcFloor is the heap-goal floor: at the end of each window of at least gcRateWindow it rises at
+// once to hold gcFloorSpan of the allocation rate measured over the window, or decays towards it
+// with gcFloorHalfLife.
 type gcFloor struct {
 	floor     float64 // bytes
 	allocs    uint64  // /gc/heap/allocs:bytes at the start of the window
@@ -60,8 +65,7 @@ func (f *gcFloor) update(allocs uint64, now time.Time) uint64 {
 		return gcFloorMin
 	}
 	dt := now.Sub(f.windowEnd)
-	if dt < gcTunePeriod {
-		// Too short a window to tell a rate from (a GC right after a tick).
+	if dt < gcRateWindow {
 		return uint64(f.floor) &^ (1<<20 - 1)
 	}
 	rate := float64(allocs-f.allocs) / dt.Seconds()

@@ -42,19 +42,26 @@ func TestGCFloorFollowsTheAllocationRate(t *testing.T) {
 	if got := f.update(0, t0); got != gcFloorMin {
 		t.Fatalf("first floor = %d MiB, want the minimum %d MiB", got/mib, gcFloorMin/mib)
 	}
-	// 100 MiB/s for 100 ms: 300 ms of it is 30 MiB.
-	allocs := uint64(10 * mib)
-	now := t0.Add(100 * time.Millisecond)
+	// 100 MiB/s for a window: 300 ms of it is 30 MiB.
+	allocs := uint64(gcRateWindow.Seconds() * 100 * mib)
+	now := t0.Add(gcRateWindow)
 	if got := f.update(allocs, now); got != 30*mib {
 		t.Fatalf("floor at 100 MiB/s = %d MiB, want 30", got/mib)
 	}
-	// A collection 10 ms later is too short a window: the floor stays.
-	if got := f.update(allocs+mib, now.Add(10*time.Millisecond)); got != 30*mib {
-		t.Fatalf("floor after a 10 ms window = %d MiB, want it kept at 30", got/mib)
+	// A burst within a shorter window (a collection right after) is no rate yet: the floor
+	// stays, and the window goes on.
+	allocs += 40 * mib
+	if got := f.update(allocs, now.Add(gcRateWindow/10)); got != 30*mib {
+		t.Fatalf("floor after a short window = %d MiB, want it kept at 30", got/mib)
+	}
+	// Over the whole window that burst is 80 MiB/s: the floor decays only a little towards 24.
+	now = now.Add(gcRateWindow)
+	if got := f.update(allocs, now); got < 24*mib || got >= 30*mib {
+		t.Fatalf("floor after 80 MiB/s = %d MiB, want between 24 and 30", got/mib)
 	}
 	// 1 GiB/s: capped.
-	allocs += 100 * mib
-	now = now.Add(100 * time.Millisecond)
+	allocs += uint64(gcRateWindow.Seconds() * 1024 * mib)
+	now = now.Add(gcRateWindow)
 	if got := f.update(allocs, now); got != gcFloorMax {
 		t.Fatalf("floor at 1 GiB/s = %d MiB, want the cap %d", got/mib, gcFloorMax/mib)
 	}
