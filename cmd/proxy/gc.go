@@ -41,13 +41,21 @@ const (
 
 // gcPercentFor returns the GOGC that puts the heap goal at floor for a live heap of live bytes,
 // within [gcMinPercent, gcMaxPercent].
+//
+// The runtime's goal is never below its minimum heap, 4 MiB scaled by GOGC/100 (16 MiB at
+// GOGC=400), and before the first collection that minimum is the whole goal: so GOGC is also kept
+// at most what puts the minimum at the floor. Without that, a quiet proxy with 1 MiB live ran at
+// GOGC=400 with a 16 MiB goal whatever its floor, and its RSS held the difference.
 func gcPercentFor(live, floor uint64) int {
-	if live == 0 {
-		return gcMaxPercent
+	p := int(min(floor*100/gcMinHeapUnit, gcMaxPercent)) //nolint:gosec // G115: at most gcMaxPercent
+	if live > 0 {
+		p = min(p, int(min(floor*100/live, gcMaxPercent+100))-100) //nolint:gosec // G115: at most gcMaxPercent+100
 	}
-	p := int(min(floor*100/live, gcMaxPercent+100)) - 100 //nolint:gosec // G115: at most gcMaxPercent+100
 	return max(gcMinPercent, min(gcMaxPercent, p))
 }
+
+// gcMinHeapUnit is the runtime's minimum heap goal at GOGC=100 (runtime.defaultHeapMinimum).
+const gcMinHeapUnit = 4 << 20
 
 // gcFloor is the heap-goal floor: at the end of each window of at least gcRateWindow it rises at
 // once to hold gcFloorSpan of the allocation rate measured over the window, or decays towards it

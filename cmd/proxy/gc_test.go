@@ -26,10 +26,17 @@ func TestGCPercentFor(t *testing.T) {
 	}
 }
 
-// A proxy at 8 MiB live and a quiet floor collects at twice its live heap, not at 32 MiB.
+// Under a quiet floor the goal is the floor: a proxy at 4 MiB live collects at twice that, and
+// one with 1 MiB live, or before its first collection, at GOGC=200, whose minimum heap is the
+// floor's 8 MiB (GOGC=400 would have made it 16).
 func TestGCPercentForAQuietFloor(t *testing.T) {
-	if got := gcPercentFor(4<<20, gcFloorMin); got != 100 {
-		t.Errorf("gcPercentFor(4 MiB, 8 MiB floor) = %d, want 100", got)
+	for _, tc := range []struct {
+		live uint64
+		want int
+	}{{4 << 20, 100}, {1 << 20, 200}, {0, 200}} {
+		if got := gcPercentFor(tc.live, gcFloorMin); got != tc.want {
+			t.Errorf("gcPercentFor(%d MiB, 8 MiB floor) = %d, want %d", tc.live>>20, got, tc.want)
+		}
 	}
 }
 
