@@ -53,7 +53,7 @@ func (c *isoClock) encode(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 	}
 	var b [len(iso8601Layout) + 1]byte // "+hhmm" is one byte longer than "Z0700"
 	n := copy(b[:], s.text)
-	ms := t.Nanosecond() / int(time.Millisecond)
-	b[20], b[21], b[22] = byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10)
+	ms := uint(t.Nanosecond()) / uint(time.Millisecond) //nolint:gosec // G115: 0 to 999_999_999
+	b[20], b[21], b[22] = "0123456789"[ms/100], "0123456789"[ms/10%10], "0123456789"[ms%10]
 	enc.AppendByteString(b[:n])
 }
