@@ -179,13 +179,16 @@ func upstreamTransport(cfg config.Config, m *metrics.Metrics) (http.RoundTripper
 		return nil, err
 	}
 	var rt http.RoundTripper = transport
+	if cfg.UpstreamHTTP2 {
+		rt = forward.SkipRedundantDials(transport)
+	}
 	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
 		opts.HTTP2 = true
 		h2, err := forward.NewTransport(opts)
 		if err != nil {
 			return nil, err
 		}
-		rt = forward.Overflow(transport, h2, cfg.UpstreamHTTP1Requests)
+		rt = forward.Overflow(transport, forward.SkipRedundantDials(h2), cfg.UpstreamHTTP1Requests)
 	}
 	// With a bound on upstream connections, count the requests waiting for one (without a
 	// bound no request waits, and the wrapper would only cost).

@@ -92,8 +92,19 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 			return nil, err
 		}
 	}
+	// Through an outbound proxy the transport shakes hands itself, after CONNECT; the gate is for
+	// the direct path, where a burst would otherwise dial the Fleet API once per waiting request.
+	if o.HTTP2 && !proxyInEnv() {
+		if t.DialTLSContext == nil {
+			t.DialTLSContext = dialTLS(t, nil)
+		}
+		t.DialTLSContext = new(dialGate).wrap(t.DialTLSContext)
+	}
 	return t, nil
 }
+
+// proxyInEnv reports whether HTTPS_PROXY sends upstream calls through an outbound proxy.
+func proxyInEnv() bool { return os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != "" }
 
 // trustExtraCA makes t trust the PEM bundle in file for the upstream, besides the system roots.
 //
@@ -112,7 +123,7 @@ func trustExtraCA(t *http.Transport, file string) error {
 		return fmt.Errorf("upstream CA: %s holds no PEM certificate", file)
 	}
 	t.DialTLSContext = dialTLS(t, extra)
-	if os.Getenv("HTTPS_PROXY") == "" && os.Getenv("https_proxy") == "" {
+	if !proxyInEnv() {
 		return nil
 	}
 	pool, err := x509.SystemCertPool()
@@ -126,9 +137,10 @@ func trustExtraCA(t *http.Transport, file string) error {
 
 // dialTLS returns a DialTLSContext for t: t.DialContext, then a handshake with a clone of
 // t.TLSClientConfig (both read at each dial, so later changes to t apply) within
-// t.TLSHandshakeTimeout. Unless that config names its own RootCAs, the server's chain is checked
-// by verifyChain against extra, then the system roots. ALPN comes from the config as the transport
-// set it up, so HTTP/2 is negotiated as without the hook.
+// t.TLSHandshakeTimeout. With extra, and unless that config names its own RootCAs, the server's
+// chain is checked by verifyChain against extra, then the system roots; without extra, crypto/tls
+// checks it as the transport would. ALPN comes from the config as the transport set it up, so
+// HTTP/2 is negotiated as without the hook.
 func dialTLS(t *http.Transport, extra *x509.CertPool) func(context.Context, string, string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
@@ -143,7 +155,7 @@ func dialTLS(t *http.Transport, extra *x509.CertPool) func(context.Context, stri
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
 		}
-		if cfg.RootCAs == nil {
+		if extra != nil && cfg.RootCAs == nil {
 			// Go's own check would use the system roots only; verifyChain does the whole check
 			// (chain and name) itself.
 			cfg.InsecureSkipVerify = true //nolint:gosec // G402: verifyChain checks the chain and the name

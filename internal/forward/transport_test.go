@@ -100,14 +100,27 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 		// caFile trusts the upstream through TransportOptions.ExtraCAFile (the proxy's
 		// -upstream-ca, checked by the transport's own handshake) instead of RootCAs.
 		caFile bool
+		// noH2 makes the TLS upstream offer HTTP/1.1 only.
+		noH2 bool
+		// skip wraps the HTTP/2 transport in forward.SkipRedundantDials, as the proxy does, and
+		// maxConns, when not zero, is the most connections the upstream may see.
+		skip     bool
+		maxConns int64
 	}{
-		{"https upstream offering h2, default HTTP/1.1", true, false, false, 600, 0, false},
-		{"https upstream offering h2, HTTP2 set", true, true, true, 600, 0, false},
-		{"plain http loopback upstream", false, false, false, inFlight, 0, false},
-		{"plain http loopback upstream, HTTP2 set", false, true, false, inFlight, 0, false},
-		{"https upstream offering h2, HTTP/1.1 overflowing to HTTP/2", true, false, true, 600, 100, false},
-		{"plain http loopback upstream, HTTP/1.1 overflowing", false, false, false, inFlight, 100, false},
-		{"https upstream trusted by -upstream-ca, HTTP/1.1 overflowing to HTTP/2", true, false, true, 300, 100, true},
+		{name: "https upstream offering h2, default HTTP/1.1", tls: true, n: 600},
+		{name: "https upstream offering h2, HTTP2 set", tls: true, http2: true, wantH2: true, n: 600},
+		{name: "plain http loopback upstream", n: inFlight},
+		{name: "plain http loopback upstream, HTTP2 set", http2: true, n: inFlight},
+		{name: "https upstream offering h2, HTTP/1.1 overflowing to HTTP/2", tls: true, wantH2: true, n: 600, overflow: 100},
+		{name: "plain http loopback upstream, HTTP/1.1 overflowing", n: inFlight, overflow: 100},
+		{name: "https upstream trusted by -upstream-ca, HTTP/1.1 overflowing to HTTP/2", tls: true, wantH2: true, n: 300, overflow: 100, caFile: true},
+		// A connection per request over HTTP/1.1, and two HTTP/2 connections for the other 500
+		// (250 streams each): the held dials must find their requests served. Without the
+		// wrapper, each of the 500 dials a connection of its own.
+		{name: "https upstream offering h2, HTTP/1.1 overflowing to HTTP/2, redundant dials skipped", tls: true, wantH2: true, n: 600, overflow: 100, skip: true, maxConns: 100 + 40},
+		{name: "https upstream offering h2, HTTP2 set, redundant dials skipped", tls: true, http2: true, wantH2: true, n: 600, skip: true, maxConns: 40},
+		// Every request needs a connection of its own: no dial may be held back for good.
+		{name: "https upstream offering HTTP/1.1 only, HTTP2 set, redundant dials skipped", tls: true, http2: true, noH2: true, n: 300, skip: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inFlight := tc.n
@@ -115,9 +128,15 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 			var base string
 			var ts *httptest.Server
 			var caFile string
+			var conns atomic.Int64
 			if tc.tls {
 				ts = httptest.NewUnstartedServer(g)
-				ts.EnableHTTP2 = true
+				ts.EnableHTTP2 = !tc.noH2
+				ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+					if s == http.StateNew {
+						conns.Add(1)
+					}
+				}
 				ts.StartTLS()
 				t.Cleanup(ts.Close)
 				if tc.caFile {
@@ -146,10 +165,17 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 			tr := newTransport(tc.http2)
 			transports := []*http.Transport{tr}
 			var rt http.RoundTripper = tr
+			if tc.skip && tc.http2 {
+				rt = forward.SkipRedundantDials(tr)
+			}
 			if tc.overflow > 0 {
 				h2 := newTransport(true)
 				transports = append(transports, h2)
-				rt = forward.Overflow(tr, h2, tc.overflow)
+				var h2rt http.RoundTripper = h2
+				if tc.skip {
+					h2rt = forward.SkipRedundantDials(h2)
+				}
+				rt = forward.Overflow(tr, h2rt, tc.overflow)
 			}
 			if tc.tls {
 				if !tc.caFile {
@@ -240,6 +266,10 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 			}
 			if got := g.h2.Load(); got != wantH2 {
 				t.Errorf("%d requests arrived over HTTP/2, want %d", got, wantH2)
+			}
+			t.Logf("%d connections reached the upstream", conns.Load())
+			if tc.maxConns > 0 && conns.Load() > tc.maxConns {
+				t.Errorf("%d connections reached the upstream, want at most %d", conns.Load(), tc.maxConns)
 			}
 		})
 	}
