@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -113,8 +114,8 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 			level = zapcore.WarnLevel
 		}
 		if ce := log.Check(level, "request"); ce != nil {
-			// Sized for every field, so the optional ones do not regrow it (a field is 64 bytes).
-			fields := make([]zap.Field, 0, 9)
+			fp := accessFields.Get().(*[]zap.Field)
+			fields := (*fp)[:0]
 			fields = append(fields,
 				zap.String("request_id", ri.id),
 				zap.String("method", r.Method),
@@ -131,9 +132,21 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 				fields = append(fields, zap.String("upstream", ri.upstream))
 			}
 			ce.Write(fields...)
+			clear(fields) // let the strings go
+			*fp = fields[:0]
+			accessFields.Put(fp)
 		}
 	})
 }
+
+// accessFields lends the access log its field slices: 576 bytes a request, 4 % of what a
+// pass-through request allocates. The proxy's cores encode the fields during Write and keep
+// nothing of them; a core that kept the slice (zaptest/observer) would see it reused.
+var accessFields = sync.Pool{New: func() any {
+	// Sized for every field, so the optional ones do not regrow it (a field is 64 bytes).
+	s := make([]zap.Field, 0, 9)
+	return &s
+}}
 
 // recoverPanics turns a handler panic into a 500 (when nothing was written yet) and a log line,
 // so one bad request cannot take the proxy down. http.ErrAbortHandler is re-raised: it is how a
