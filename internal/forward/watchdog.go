@@ -18,40 +18,58 @@ type watchdog struct {
 	idle   time.Duration
 	cancel context.CancelCauseFunc
 	rc     *http.ResponseController
-	timer  *time.Timer
 
 	mu       sync.Mutex
+	timer    *time.Timer // nil until the clock first runs
 	lastKick time.Time
 }
 
 // newWatchdog starts watching. With upload false (a request without a body) the clock starts only
-// when the answer does; otherwise it runs from now, while the client sends its body.
+// when the answer does, and until then there is no timer at all; otherwise it runs from now, while
+// the client sends its body.
 func newWatchdog(idle time.Duration, cancel context.CancelCauseFunc, rc *http.ResponseController, upload bool) *watchdog {
 	// The server's own read and write timeouts cover the first seconds, so a short transfer,
 	// the usual kind, never touches the connection's deadlines.
 	wd := &watchdog{idle: idle, cancel: cancel, rc: rc, lastKick: time.Now()}
-	wd.timer = time.AfterFunc(idle, func() {
-		cancel(errIdle)
-		// A read of the client's body that waits for bytes that never come is not ended by the
-		// cancellation: the transport's body writer sits in it until the server's own read
-		// timeout. An expired read deadline ends it now, so the handler can answer 504.
-		_ = rc.SetReadDeadline(time.Now())
-	})
-	if !upload {
-		wd.timer.Stop()
+	if upload {
+		wd.timer = time.AfterFunc(idle, wd.fire)
 	}
 	return wd
 }
 
+// fire cuts the transfer off.
+func (wd *watchdog) fire() {
+	wd.cancel(errIdle)
+	// A read of the client's body that waits for bytes that never come is not ended by the
+	// cancellation: the transport's body writer sits in it until the server's own read
+	// timeout. An expired read deadline ends it now, so the handler can answer 504.
+	_ = wd.rc.SetReadDeadline(time.Now())
+}
+
+// current returns the timer, or nil while there is none.
+func (wd *watchdog) current() *time.Timer {
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	return wd.timer
+}
+
 // pause stops the clock: the client's body is complete and the Fleet API has not answered yet.
 // That wait is bounded by the transport's ResponseHeaderTimeout, not by the idle limit.
-func (wd *watchdog) pause() { wd.timer.Stop() }
+func (wd *watchdog) pause() {
+	if t := wd.current(); t != nil {
+		t.Stop()
+	}
+}
 
 // restart starts the clock again from now, when the answer begins.
 func (wd *watchdog) restart() {
 	wd.mu.Lock()
+	defer wd.mu.Unlock()
 	wd.lastKick = time.Now()
-	wd.mu.Unlock()
+	if wd.timer == nil {
+		wd.timer = time.AfterFunc(wd.idle, wd.fire)
+		return
+	}
 	wd.timer.Reset(wd.idle)
 }
 
@@ -60,13 +78,14 @@ func (wd *watchdog) restart() {
 func (wd *watchdog) kick() {
 	now := time.Now()
 	wd.mu.Lock()
-	if now.Sub(wd.lastKick) < min(time.Second, wd.idle/4) {
+	if wd.timer == nil || now.Sub(wd.lastKick) < min(time.Second, wd.idle/4) {
 		wd.mu.Unlock()
 		return
 	}
 	wd.lastKick = now
+	t := wd.timer
 	wd.mu.Unlock()
-	wd.timer.Reset(wd.idle)
+	t.Reset(wd.idle)
 	deadline := now.Add(wd.idle + time.Second)
 	// Errors mean the writer does not support deadlines (a test recorder, HTTP/2 before Go
 	// 1.20): the server's fixed timeouts then apply, which is safe.
@@ -74,7 +93,11 @@ func (wd *watchdog) kick() {
 	_ = wd.rc.SetWriteDeadline(deadline)
 }
 
-func (wd *watchdog) stop() { wd.timer.Stop() }
+func (wd *watchdog) stop() {
+	if t := wd.current(); t != nil {
+		t.Stop()
+	}
+}
 
 type watchedReader struct {
 	rc io.ReadCloser
