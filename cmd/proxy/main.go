@@ -19,7 +19,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// A heap goal of at least 32 MiB, GOGC 50 above it, set after every collection (gc.go). A GOGC set in the environment wins.
+	// A heap goal of at least 8-32 MiB by the allocation rate, GOGC 50 above it, set after every
+	// collection (gc.go). A GOGC set in the environment wins.
 	if os.Getenv("GOGC") == "" {
 		go tuneGC(ctx)
 	}
