@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -49,6 +50,12 @@ type Metrics struct {
 	connWait   prometheus.Gauge
 	// clientLimited counts pass-through requests refused by -client-max-inflight.
 	clientLimited prometheus.Counter
+
+	// The children of the per-request vectors, by label values: WithLabelValues hashes the
+	// values and takes the vector's lock on every call (three a request), a map lookup does not.
+	requestsBy sync.Map // requestKey → prometheus.Counter
+	durationBy sync.Map // route → prometheus.Observer
+	upstreamBy sync.Map // upstreamKey → prometheus.Counter
 
 	// The shared session store (-session-store), registered by New and zero without it.
 	storeCall     *prometheus.HistogramVec
@@ -147,9 +154,31 @@ func (m *Metrics) Handler() http.Handler {
 
 // Observe records one finished request.
 func (m *Metrics) Observe(route string, status int, seconds float64) {
-	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(seconds)
+	k := requestKey{route, status}
+	c, ok := m.requestsBy.Load(k)
+	if !ok {
+		c, _ = m.requestsBy.LoadOrStore(k, m.requests.WithLabelValues(route, strconv.Itoa(status)))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.durationBy.Load(route)
+	if !ok {
+		o, _ = m.durationBy.LoadOrStore(route, m.duration.WithLabelValues(route))
+	}
+	o.(prometheus.Observer).Observe(seconds)
 }
+
+// requestKey and upstreamKey are the label values of the per-request vectors. Routes, statuses
+// and categories are few, so the maps stay small.
+type (
+	requestKey struct {
+		route  string
+		status int
+	}
+	upstreamKey struct {
+		category string
+		billed   bool
+	}
+)
 
 // InFlight adds delta to the requests in flight.
 func (m *Metrics) InFlight(delta float64) { m.inFlight.Add(delta) }
@@ -158,7 +187,12 @@ func (m *Metrics) InFlight(delta float64) { m.inFlight.Add(delta) }
 func (m *Metrics) Upstream(method, path string, status int) {
 	cat := Category(path)
 	billed := status > 0 && status < 500
-	m.upstream.WithLabelValues(cat, strconv.FormatBool(billed)).Inc()
+	k := upstreamKey{cat, billed}
+	c, ok := m.upstreamBy.Load(k)
+	if !ok {
+		c, _ = m.upstreamBy.LoadOrStore(k, m.upstream.WithLabelValues(cat, strconv.FormatBool(billed)))
+	}
+	c.(prometheus.Counter).Inc()
 	if billed {
 		m.cost.Add(prices[cat])
 	}
