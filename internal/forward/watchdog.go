@@ -22,6 +22,9 @@ type watchdog struct {
 	mu       sync.Mutex
 	timer    *time.Timer // nil until the clock first runs
 	lastKick time.Time
+	// stopped is set when the handler is done: from then on nothing may touch rc, which the
+	// server has reclaimed (the race detector caught a late fire's SetReadDeadline).
+	stopped bool
 }
 
 // newWatchdog starts watching. With upload false (a request without a body) the clock starts only
@@ -37,8 +40,13 @@ func newWatchdog(idle time.Duration, cancel context.CancelCauseFunc, rc *http.Re
 	return wd
 }
 
-// fire cuts the transfer off.
+// fire cuts the transfer off, unless the handler is done already.
 func (wd *watchdog) fire() {
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	if wd.stopped {
+		return
+	}
 	wd.cancel(errIdle)
 	// A read of the client's body that waits for bytes that never come is not ended by the
 	// cancellation: the transport's body writer sits in it until the server's own read
@@ -46,18 +54,13 @@ func (wd *watchdog) fire() {
 	_ = wd.rc.SetReadDeadline(time.Now())
 }
 
-// current returns the timer, or nil while there is none.
-func (wd *watchdog) current() *time.Timer {
-	wd.mu.Lock()
-	defer wd.mu.Unlock()
-	return wd.timer
-}
-
 // pause stops the clock: the client's body is complete and the Fleet API has not answered yet.
 // That wait is bounded by the transport's ResponseHeaderTimeout, not by the idle limit.
 func (wd *watchdog) pause() {
-	if t := wd.current(); t != nil {
-		t.Stop()
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	if wd.timer != nil {
+		wd.timer.Stop()
 	}
 }
 
@@ -65,6 +68,9 @@ func (wd *watchdog) pause() {
 func (wd *watchdog) restart() {
 	wd.mu.Lock()
 	defer wd.mu.Unlock()
+	if wd.stopped {
+		return
+	}
 	wd.lastKick = time.Now()
 	if wd.timer == nil {
 		wd.timer = time.AfterFunc(wd.idle, wd.fire)
@@ -78,14 +84,13 @@ func (wd *watchdog) restart() {
 func (wd *watchdog) kick() {
 	now := time.Now()
 	wd.mu.Lock()
-	if wd.timer == nil || now.Sub(wd.lastKick) < min(time.Second, wd.idle/4) {
-		wd.mu.Unlock()
+	defer wd.mu.Unlock()
+	// The upload side kicks from the transport's goroutine, which can outlive the handler.
+	if wd.stopped || wd.timer == nil || now.Sub(wd.lastKick) < min(time.Second, wd.idle/4) {
 		return
 	}
 	wd.lastKick = now
-	t := wd.timer
-	wd.mu.Unlock()
-	t.Reset(wd.idle)
+	wd.timer.Reset(wd.idle)
 	deadline := now.Add(wd.idle + time.Second)
 	// Errors mean the writer does not support deadlines (a test recorder, HTTP/2 before Go
 	// 1.20): the server's fixed timeouts then apply, which is safe.
@@ -93,9 +98,13 @@ func (wd *watchdog) kick() {
 	_ = wd.rc.SetWriteDeadline(deadline)
 }
 
+// stop ends the watch when the handler is done; a fire or kick already running finishes first.
 func (wd *watchdog) stop() {
-	if t := wd.current(); t != nil {
-		t.Stop()
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	wd.stopped = true
+	if wd.timer != nil {
+		wd.timer.Stop()
 	}
 }
 
