@@ -89,6 +89,12 @@ type Config struct {
 	// requests at once, so the bound is rarely reached. Flag -upstream-max-conns, env
 	// TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS, YAML upstream_max_conns. Zero means no bound.
 	UpstreamMaxConns int
+	// UpstreamMaxDials bounds the dials in progress to one Fleet API host over HTTP/2, so that a
+	// burst before a connection is up does not shake hands once per waiting request (a dial
+	// held back is dropped once its request has a connection; the held ones are counted by the
+	// metric tesla_proxy_upstream_dials_held). Flag -upstream-max-dials, env
+	// TESLA_HTTP_PROXY_UPSTREAM_MAX_DIALS, YAML upstream_max_dials. Zero means no bound.
+	UpstreamMaxDials int
 	// UpstreamHTTP2 reports whether to speak HTTP/2 for every request to a Fleet API host that
 	// offers it in ALPN, as the reference does. Flag -upstream-http2, env
 	// TESLA_HTTP_PROXY_UPSTREAM_HTTP2, YAML upstream_http2. False (the default) speaks HTTP/1.1 up
@@ -219,9 +225,11 @@ const (
 	// defaultUpstreamHTTP1Requests is forward.DefaultHTTP1Requests (not imported: config stays
 	// free of the proxy's packages).
 	defaultUpstreamHTTP1Requests = 256
-	defaultKeyringFileDir        = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
-	defaultWakeTimeout           = 30 * time.Second
-	defaultBudgetMode            = "enforce"
+	// defaultUpstreamMaxDials is forward.DefaultMaxDialsPerHost.
+	defaultUpstreamMaxDials = 4
+	defaultKeyringFileDir   = "~/.tesla_keys" // vehicle-command pkg/cli's keyringDirectory
+	defaultWakeTimeout      = 30 * time.Second
+	defaultBudgetMode       = "enforce"
 )
 
 // EnvKeyringPassword is the environment variable that holds the file keyring's password, read
@@ -274,6 +282,7 @@ func Defaults() Config {
 		IdleTimeout:      defaultIdleTimeout,
 
 		UpstreamHTTP1Requests: defaultUpstreamHTTP1Requests,
+		UpstreamMaxDials:      defaultUpstreamMaxDials,
 		KeyringFileDir:        defaultKeyringFileDir,
 		WakeTimeout:           defaultWakeTimeout,
 		BudgetMode:            defaultBudgetMode,
@@ -342,6 +351,9 @@ var settings = []setting{
 	{"upstream-max-conns", "TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS", "upstream_max_conns", "int",
 		"most connections to one Fleet API host (requests beyond it wait); 0 means no bound",
 		func(c *Config) any { return &c.UpstreamMaxConns }},
+	{"upstream-max-dials", "TESLA_HTTP_PROXY_UPSTREAM_MAX_DIALS", "upstream_max_dials", "int",
+		"most dials in progress to one Fleet API host over HTTP/2 (the others wait, and are dropped once their request has a connection); 0 means no bound",
+		func(c *Config) any { return &c.UpstreamMaxDials }},
 	{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "",
 		"speak HTTP/2 for every request to a Fleet API host that offers it (default: HTTP/1.1 up to -upstream-http1-requests)",
 		func(c *Config) any { return &c.UpstreamHTTP2 }},
@@ -1047,6 +1059,9 @@ func (c Config) checkLimits(p *problems) {
 	}
 	if c.ClientMaxInFlight < 0 {
 		p.bad("client-max-inflight", "is %d; give a number of requests, or 0 for the default", c.ClientMaxInFlight)
+	}
+	if c.UpstreamMaxDials < 0 {
+		p.bad("upstream-max-dials", "is %d; give a number of dials, or 0 for no bound", c.UpstreamMaxDials)
 	}
 	if c.UpstreamMaxConns < 0 {
 		p.bad("upstream-max-conns", "is %d; give a number of connections, or 0 for no bound", c.UpstreamMaxConns)

@@ -93,6 +93,7 @@ func TestDefaults(t *testing.T) {
 		IdleTimeout:      15 * time.Second,
 
 		UpstreamHTTP1Requests: 256,
+		UpstreamMaxDials:      4,
 		KeyringFileDir:        "~/.tesla_keys",
 		WakeTimeout:           30 * time.Second,
 		BudgetMode:            "enforce",
@@ -138,6 +139,7 @@ func TestSources(t *testing.T) {
 		{"upstream", "TESLA_HTTP_PROXY_UPSTREAM", "upstream", "https://fleet.example", "", func(c *Config) { c.Upstream = "https://fleet.example" }},
 		{"upstream-ca", "TESLA_HTTP_PROXY_UPSTREAM_CA", "upstream_ca", "ca.pem", "", func(c *Config) { c.UpstreamCA = "ca.pem" }},
 		{"upstream-max-conns", "TESLA_HTTP_PROXY_UPSTREAM_MAX_CONNS", "upstream_max_conns", "300", "", func(c *Config) { c.UpstreamMaxConns = 300 }},
+		{"upstream-max-dials", "TESLA_HTTP_PROXY_UPSTREAM_MAX_DIALS", "upstream_max_dials", "16", "", func(c *Config) { c.UpstreamMaxDials = 16 }},
 		{"upstream-http2", "TESLA_HTTP_PROXY_UPSTREAM_HTTP2", "upstream_http2", "true", "true", func(c *Config) { c.UpstreamHTTP2 = true }},
 		{"check-config", "", "", "true", "", func(c *Config) { c.CheckConfig = true }},
 		{"dev", "TESLA_HTTP_PROXY_DEV", "dev", "1", "true", func(c *Config) { c.Dev = true }},

@@ -173,7 +173,8 @@ func serverTLS(cfg config.Config, key protocol.ECDHPrivateKey) (*tls.Config, *se
 // flight to a host and HTTP/2 streams beyond them, unless -upstream-http2 or
 // -upstream-http1-requests 0 asks for one protocol only.
 func upstreamTransport(cfg config.Config, m *metrics.Metrics) (http.RoundTripper, error) {
-	opts := forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns, HTTP2: cfg.UpstreamHTTP2}
+	opts := forward.TransportOptions{ResponseHeaderTimeout: cfg.Timeout, ExtraCAFile: cfg.UpstreamCA, MaxConnsPerHost: cfg.UpstreamMaxConns,
+		HTTP2: cfg.UpstreamHTTP2, MaxDialsPerHost: cfg.UpstreamMaxDials, OnDialHeld: m.UpstreamDialHeld}
 	transport, err := forward.NewTransport(opts)
 	if err != nil {
 		return nil, err

@@ -24,10 +24,10 @@ import (
 // a new HTTP/2 connection to every request waiting for one). A request that still has none when a
 // place is free dials as before, so no request waits for more than the dials ahead of it.
 const (
-	// maxDialsPerHost is how many dials to one host run at once. Each new HTTP/2 connection
-	// carries the server's stream limit (100 or more), so four at once open room for hundreds of
-	// requests per round trip.
-	maxDialsPerHost = 4
+	// DefaultMaxDialsPerHost is how many dials to one host run at once (-upstream-max-dials).
+	// Each new HTTP/2 connection carries the server's stream limit (100 or more), so four at once
+	// open room for hundreds of requests per round trip.
+	DefaultMaxDialsPerHost = 4
 	// dialSettle is how long a held dial waits after another dial to its host ended before it
 	// starts: the time the transport takes to hand the new connection to the waiting requests.
 	dialSettle = 5 * time.Millisecond
@@ -38,8 +38,10 @@ const (
 var errDialNotNeeded = errors.New("forward: dial not needed, the request has a connection")
 
 type dialGate struct {
-	mu    sync.Mutex
-	hosts map[string]*gateHost
+	max    int
+	onHeld func(delta float64) // nil: not counted
+	mu     sync.Mutex
+	hosts  map[string]*gateHost
 }
 
 // gateHost is the dialing to one host. Hosts are Fleet API hosts, so the map stays small.
@@ -103,22 +105,32 @@ func (g *dialGate) wrap(dial func(context.Context, string, string) (net.Conn, er
 // acquire waits for a place to dial addr, and fails with errDialNotNeeded when w's request has
 // found a connection in the meantime.
 func (g *dialGate) acquire(ctx context.Context, addr string, w *connWant) error {
+	held := false
+	defer func() {
+		if held && g.onHeld != nil {
+			g.onHeld(-1)
+		}
+	}()
 	for {
 		if w != nil && w.got.Load() {
 			return errDialNotNeeded
 		}
 		g.mu.Lock()
 		h := g.host(addr)
-		if h.noH2 || (h.dialing < maxDialsPerHost && time.Since(h.lastEnd) >= dialSettle) {
+		if h.noH2 || (h.dialing < g.max && time.Since(h.lastEnd) >= dialSettle) {
 			h.dialing++
 			g.mu.Unlock()
 			return nil
 		}
 		wait, changed := time.Duration(0), h.changed
-		if h.dialing < maxDialsPerHost {
+		if h.dialing < g.max {
 			wait = dialSettle - time.Since(h.lastEnd)
 		}
 		g.mu.Unlock()
+		if !held && g.onHeld != nil {
+			g.onHeld(1)
+		}
+		held = true
 		if wait > 0 {
 			t := time.NewTimer(wait)
 			select {

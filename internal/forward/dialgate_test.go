@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -10,10 +11,15 @@ import (
 // A dial beyond maxDialsPerHost waits; it is dropped once its request has a connection, goes
 // ahead once a place is free and its request still has none, and gives up with its context.
 func TestDialGateHoldsDialsAndDropsTheOnesNoLongerNeeded(t *testing.T) {
-	var g dialGate
+	var heldNow, heldMax atomic.Int64
+	g := dialGate{max: DefaultMaxDialsPerHost, onHeld: func(d float64) {
+		if n := heldNow.Add(int64(d)); n > heldMax.Load() {
+			heldMax.Store(n)
+		}
+	}}
 	const addr = "fleet-api.test:443"
 	ctx := t.Context()
-	for i := range maxDialsPerHost {
+	for i := range g.max {
 		if err := g.acquire(ctx, addr, nil); err != nil {
 			t.Fatalf("dial %d: %v", i+1, err)
 		}
@@ -29,10 +35,13 @@ func TestDialGateHoldsDialsAndDropsTheOnesNoLongerNeeded(t *testing.T) {
 	canceledDone := held(new(connWant), cctx)
 	select {
 	case err := <-servedDone:
-		t.Fatalf("a dial beyond %d went ahead: %v", maxDialsPerHost, err)
+		t.Fatalf("a dial beyond %d went ahead: %v", g.max, err)
 	case err := <-waitingDone:
-		t.Fatalf("a dial beyond %d went ahead: %v", maxDialsPerHost, err)
+		t.Fatalf("a dial beyond %d went ahead: %v", g.max, err)
 	case <-time.After(50 * time.Millisecond):
+	}
+	if n := heldNow.Load(); n != 3 {
+		t.Fatalf("%d dials counted as held, want 3", n)
 	}
 	cancel()
 	if err := <-canceledDone; !errors.Is(err, context.Canceled) {
@@ -46,6 +55,9 @@ func TestDialGateHoldsDialsAndDropsTheOnesNoLongerNeeded(t *testing.T) {
 	}
 	if err := <-waitingDone; err != nil {
 		t.Fatalf("held dial of a request without a connection: %v, want it to go ahead", err)
+	}
+	if n, m := heldNow.Load(), heldMax.Load(); n != 0 || m != 3 {
+		t.Fatalf("held count %d at the end (at most %d), want 0 (at most 3)", n, m)
 	}
 	// Another host is not held back by this one.
 	if err := g.acquire(ctx, "other.test:443", nil); err != nil {

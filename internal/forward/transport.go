@@ -27,6 +27,11 @@ type TransportOptions struct {
 	// request beyond it waits for a connection, and CountConnWaits reports how many do. Zero
 	// means no bound.
 	MaxConnsPerHost int
+	// MaxDialsPerHost bounds the dials in progress to one host when HTTP2 is set (see
+	// dialGate); 0 means no bound. OnDialHeld, when not nil, is called with +1 when a dial starts
+	// waiting and -1 when it stops.
+	MaxDialsPerHost int
+	OnDialHeld      func(delta float64)
 	// HTTP2 makes the transport speak HTTP/2 to an upstream that offers it in ALPN. False speaks
 	// HTTP/1.1 everywhere: on every benchmark row (docs/benchmarks.md) a keep-alive pool with a
 	// connection per request in flight carried more requests per second, at less CPU per
@@ -94,11 +99,11 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	}
 	// Through an outbound proxy the transport shakes hands itself, after CONNECT; the gate is for
 	// the direct path, where a burst would otherwise dial the Fleet API once per waiting request.
-	if o.HTTP2 && !proxyInEnv() {
+	if o.HTTP2 && o.MaxDialsPerHost > 0 && !proxyInEnv() {
 		if t.DialTLSContext == nil {
 			t.DialTLSContext = dialTLS(t, nil)
 		}
-		t.DialTLSContext = new(dialGate).wrap(t.DialTLSContext)
+		t.DialTLSContext = (&dialGate{max: o.MaxDialsPerHost, onHeld: o.OnDialHeld}).wrap(t.DialTLSContext)
 	}
 	return t, nil
 }

@@ -147,7 +147,7 @@ func TestRequestsInFlightReachTheUpstreamTogether(t *testing.T) {
 				}
 			}
 			newTransport := func(http2 bool) *http.Transport {
-				tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: http2, ExtraCAFile: caFile})
+				tr, err := forward.NewTransport(forward.TransportOptions{HTTP2: http2, ExtraCAFile: caFile, MaxDialsPerHost: forward.DefaultMaxDialsPerHost})
 				if err != nil {
 					t.Fatal(err)
 				}

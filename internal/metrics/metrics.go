@@ -48,6 +48,7 @@ type Metrics struct {
 	handshakes prometheus.Counter
 	sessions   *prometheus.CounterVec
 	connWait   prometheus.Gauge
+	dialsHeld  prometheus.Gauge
 	// clientLimited counts pass-through requests refused by -client-max-inflight.
 	clientLimited prometheus.Counter
 
@@ -107,6 +108,10 @@ func New() *Metrics {
 			Name: "tesla_proxy_upstream_conn_waiting",
 			Help: "Requests waiting for an upstream connection (a dial in progress, or -upstream-max-conns reached). Counted only when -upstream-max-conns is set.",
 		}),
+		dialsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tesla_proxy_upstream_dials_held",
+			Help: "Dials to a Fleet API host held back by -upstream-max-dials (HTTP/2), waiting for a place or for their request to find a connection.",
+		}),
 	}
 	m.clientLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tesla_proxy_client_limited_total",
@@ -142,7 +147,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.storeCall, m.storeErrors, m.storeLockWait, m.storeLost, m.storeDegraded, m.storeLocal)
 	m.savings = newSavings(m.reg)
 	m.budget = newBudgetGauges(m.reg)
-	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait,
+	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.upstream, m.cost, m.handshakes, m.sessions, m.connWait, m.dialsHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -201,6 +206,10 @@ func (m *Metrics) Upstream(method, path string, status int) {
 // UpstreamConnWait adds delta to the requests waiting for an upstream connection; pass it to
 // forward.CountConnWaits.
 func (m *Metrics) UpstreamConnWait(delta float64) { m.connWait.Add(delta) }
+
+// UpstreamDialHeld adds delta to the dials held back; pass it to
+// forward.TransportOptions.OnDialHeld.
+func (m *Metrics) UpstreamDialHeld(delta float64) { m.dialsHeld.Add(delta) }
 
 // ClientLimited records one pass-through request refused for its token's share; pass it to
 // forward.Options.OnClientLimited.
