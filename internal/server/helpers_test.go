@@ -54,7 +54,7 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	}
 	tr.MaxConnsPerHost = o.maxConns
 	if o.http2 {
-		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true})
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true, MaxDialsPerHost: forward.DefaultMaxDialsPerHost})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ func startProxy(t testing.TB, o envOptions) *proxyEnv {
 	}
 	var rt http.RoundTripper = tr
 	if o.overflow > 0 {
-		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true})
+		h2, err := forward.NewTransport(forward.TransportOptions{ResponseHeaderTimeout: o.timeout, MaxConnsPerHost: o.maxConns, HTTP2: true, MaxDialsPerHost: forward.DefaultMaxDialsPerHost})
 		if err != nil {
 			t.Fatal(err)
 		}
