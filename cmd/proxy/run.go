@@ -179,9 +179,17 @@ func upstreamTransport(cfg config.Config, m *metrics.Metrics) (http.RoundTripper
 	if err != nil {
 		return nil, err
 	}
+	// Without a dial bound there is no held dial to drop, and the tracking would only cost a
+	// trace per request.
+	skipRedundant := func(rt http.RoundTripper) http.RoundTripper {
+		if cfg.UpstreamMaxDials > 0 {
+			return forward.SkipRedundantDials(rt)
+		}
+		return rt
+	}
 	var rt http.RoundTripper = transport
 	if cfg.UpstreamHTTP2 {
-		rt = forward.SkipRedundantDials(transport)
+		rt = skipRedundant(transport)
 	}
 	if !cfg.UpstreamHTTP2 && cfg.UpstreamHTTP1Requests > 0 {
 		opts.HTTP2 = true
@@ -189,7 +197,7 @@ func upstreamTransport(cfg config.Config, m *metrics.Metrics) (http.RoundTripper
 		if err != nil {
 			return nil, err
 		}
-		rt = forward.Overflow(transport, forward.SkipRedundantDials(h2), cfg.UpstreamHTTP1Requests)
+		rt = forward.Overflow(transport, skipRedundant(h2), cfg.UpstreamHTTP1Requests)
 	}
 	// With a bound on upstream connections, count the requests waiting for one (without a
 	// bound no request waits, and the wrapper would only cost).
