@@ -76,12 +76,25 @@ func NewHTTPServer(o Options) *http.Server {
 func Serve(ctx context.Context, ln net.Listener, o Options) error {
 	srv := NewHTTPServer(o)
 	errc := make(chan error, 1)
-	go func() {
-		if o.TLSConfig != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-		} else {
-			errc <- srv.Serve(ln)
+	if o.TLSConfig != nil {
+		// The listener shakes hands (see handshakeListener); http.Server serves HTTP/2 on the
+		// connections whose ALPN chose it once its own TLSConfig offers h2, as ServeTLS would
+		// arrange. Each gets its own copy: the server's HTTP/2 setup may write to its.
+		cfg := o.TLSConfig.Clone()
+		if len(cfg.NextProtos) == 0 {
+			cfg.NextProtos = []string{"h2", "http/1.1"}
 		}
+		srv.TLSConfig = cfg
+		log := o.Logger
+		if log == nil {
+			log = zap.NewNop()
+		}
+		hs := newHandshakeListener(ln, cfg.Clone(), srv.ReadHeaderTimeout, log.Named("tls"))
+		defer func() { _ = hs.Close() }()
+		ln = hs
+	}
+	go func() {
+		errc <- srv.Serve(ln)
 	}()
 	select {
 	case err := <-errc:
