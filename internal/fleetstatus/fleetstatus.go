@@ -47,45 +47,51 @@ func Learn(next http.Handler, m Marker, onLegacy func(), log *zap.Logger) http.H
 		if rec.status != http.StatusOK || rec.over || r.Context().Err() != nil {
 			return
 		}
-		var answer struct {
-			Response struct {
-				VehicleInfo map[string]struct {
-					Required *bool `json:"vehicle_command_protocol_required"`
-				} `json:"vehicle_info"`
-			} `json:"response"`
-		}
-		body := rec.body
-		if w.Header().Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(bytes.NewReader(body))
-			if err != nil {
-				return
-			}
-			if body, err = io.ReadAll(io.LimitReader(zr, maxBody)); err != nil {
-				return
-			}
-		}
-		if json.Unmarshal(body, &answer) != nil {
+		learnFrom(r.Context(), w.Header(), rec.body, m, onLegacy, log)
+	})
+}
+
+// learnFrom reads a successful fleet_status answer and tells m what it says about each car. It
+// is a function of its own so that the handler's frame, which every pass-through request holds
+// while it waits for the Fleet API, stays small (see server.handshakeListener).
+func learnFrom(ctx context.Context, header http.Header, body []byte, m Marker, onLegacy func(), log *zap.Logger) {
+	var answer struct {
+		Response struct {
+			VehicleInfo map[string]struct {
+				Required *bool `json:"vehicle_command_protocol_required"`
+			} `json:"vehicle_info"`
+		} `json:"response"`
+	}
+	if header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), markTimeout)
-		defer cancel()
-		for vin, info := range answer.Response.VehicleInfo {
-			if info.Required == nil {
-				continue
-			}
-			changed, err := m.MarkLegacy(ctx, vin, !*info.Required)
-			if err != nil {
-				log.Debug("could not record a car's protocol support", zap.String("vin", vin), zap.Error(err))
-				continue
-			}
-			if changed {
-				log.Info("fleet_status: car support for signed commands recorded", zap.String("vin", vin), zap.Bool("signed_commands", *info.Required))
-				if !*info.Required && onLegacy != nil {
-					onLegacy()
-				}
+		if body, err = io.ReadAll(io.LimitReader(zr, maxBody)); err != nil {
+			return
+		}
+	}
+	if json.Unmarshal(body, &answer) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, markTimeout)
+	defer cancel()
+	for vin, info := range answer.Response.VehicleInfo {
+		if info.Required == nil {
+			continue
+		}
+		changed, err := m.MarkLegacy(ctx, vin, !*info.Required)
+		if err != nil {
+			log.Debug("could not record a car's protocol support", zap.String("vin", vin), zap.Error(err))
+			continue
+		}
+		if changed {
+			log.Info("fleet_status: car support for signed commands recorded", zap.String("vin", vin), zap.Bool("signed_commands", *info.Required))
+			if !*info.Required && onLegacy != nil {
+				onLegacy()
 			}
 		}
-	})
+	}
 }
 
 // recorder passes an answer on and keeps a copy of its body, up to maxBody.

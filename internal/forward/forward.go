@@ -268,13 +268,10 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A request that already has GetBody (a REST command the signer forwards) can be sent again
 	// as it is.
 	if r.GetBody == nil && r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= f.maxReplay && !f.Fixed() {
-		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-		if err != nil {
+		if err := keepForReplay(r); err != nil {
 			apierr.Write(w, apierr.BodyError(err))
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	// Bodies stream for as long as they move; a transfer that stalls in either direction for
 	// IdleTimeout is cut off (the server's own read and write timeouts are pushed back while
@@ -299,6 +296,17 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the 504 for a stalled upload, is complete and goes out as it is.)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// keepForReplay reads r's body, of known length, into memory and gives r a GetBody that replays it.
+func keepForReplay(r *http.Request) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+	if err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return nil
 }
 
 func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
@@ -375,6 +383,13 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusMisdirectedRequest || f.Fixed() {
 		return resp, err
 	}
+	return f.misdirected(req, resp)
+}
+
+// misdirected handles a 421 answer to req: see roundTrip. It is a function of its own so that
+// roundTrip's frame, which a request keeps while it waits for the Fleet API, stays small.
+func (f *Forwarder) misdirected(req *http.Request, resp *http.Response) (*http.Response, error) {
+	var err error
 	host, body := misdirectedHost(resp)
 	resp.Body = body
 	if host == "" {

@@ -98,45 +98,54 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 			defer inFlight(-1)
 		}
 		next.ServeHTTP(sw, r)
-		status := sw.Status
-		if status == 0 {
-			status = http.StatusOK
-			if r.Context().Err() != nil {
-				status = apierr.StatusClientClosed
-			}
-		}
-		elapsed := time.Since(start)
-		if observe != nil {
-			observe(ri.route, status, elapsed.Seconds())
-		}
-		level := zapcore.InfoLevel
-		if status >= 500 {
-			level = zapcore.WarnLevel
-		}
-		if ce := log.Check(level, "request"); ce != nil {
-			fp := accessFields.Get().(*[]zap.Field)
-			fields := (*fp)[:0]
-			fields = append(fields,
-				zap.String("request_id", ri.id),
-				zap.String("method", r.Method),
-				zap.String("route", ri.route),
-				zap.Int("status", status),
-				zap.Int64("bytes", sw.Bytes),
-				zap.Duration("duration", elapsed),
-				zap.String("remote", r.RemoteAddr),
-			)
-			if ri.vin != "" {
-				fields = append(fields, zap.String("vin", ri.vin))
-			}
-			if ri.upstream != "" {
-				fields = append(fields, zap.String("upstream", ri.upstream))
-			}
-			ce.Write(fields...)
-			clear(fields) // let the strings go
-			*fp = fields[:0]
-			accessFields.Put(fp)
-		}
+		logRequest(log, observe, r, ri, sw, start)
 	})
+}
+
+// logRequest writes the access log line of a request that has been answered, and observes it. It
+// is a function of its own so that the frame accessLog keeps while the request is served, and the
+// Fleet API thinks, stays small: the stack of a waiting request then fits in 8 KiB.
+func logRequest(log *zap.Logger, observe func(string, int, float64), r *http.Request, ri *reqInfo, sw *httpstatus.Writer, start time.Time) {
+	status := sw.Status
+	if status == 0 {
+		status = http.StatusOK
+		if r.Context().Err() != nil {
+			status = apierr.StatusClientClosed
+		}
+	}
+	elapsed := time.Since(start)
+	if observe != nil {
+		observe(ri.route, status, elapsed.Seconds())
+	}
+	level := zapcore.InfoLevel
+	if status >= 500 {
+		level = zapcore.WarnLevel
+	}
+	ce := log.Check(level, "request")
+	if ce == nil {
+		return
+	}
+	fp := accessFields.Get().(*[]zap.Field)
+	fields := (*fp)[:0]
+	fields = append(fields,
+		zap.String("request_id", ri.id),
+		zap.String("method", r.Method),
+		zap.String("route", ri.route),
+		zap.Int("status", status),
+		zap.Int64("bytes", sw.Bytes),
+		zap.Duration("duration", elapsed),
+		zap.String("remote", r.RemoteAddr),
+	)
+	if ri.vin != "" {
+		fields = append(fields, zap.String("vin", ri.vin))
+	}
+	if ri.upstream != "" {
+		fields = append(fields, zap.String("upstream", ri.upstream))
+	}
+	ce.Write(fields...)
+	clear(fields) // let the strings go
+	*fp = fields[:0]
+	accessFields.Put(fp)
 }
 
 // accessFields lends the access log its field slices: 576 bytes a request, 4 % of what a
