@@ -2,12 +2,17 @@ package server
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/teslaproxy/proxy/internal/apierr"
 )
 
 // handshakeListener accepts TCP connections and shakes hands on each in a goroutine of its own,
@@ -103,6 +108,12 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Debug("TLS handshake failed", zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+			// Someone used http:// for the proxy's https:// URL: say so, as http.Server does,
+			// in the proxy's JSON error shape.
+			_, _ = io.WriteString(re.Conn, plainHTTPAnswer)
+		}
 		_ = raw.Close()
 		return
 	}
@@ -113,6 +124,24 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 	case <-l.closed:
 		_ = tc.Close()
 	}
+}
+
+// plainHTTPAnswer is what a plain HTTP request to the TLS port gets: a 400 in the proxy's JSON
+// error shape, saying what to change.
+var plainHTTPAnswer = func() string {
+	body, _ := json.Marshal(apierr.Body{Error: "tls_required", ErrorDescription: "This port speaks HTTPS only: use the proxy's https:// URL."})
+	return "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\nContent-Length: " +
+		strconv.Itoa(len(body)+1) + "\r\n\r\n" + string(body) + "\n"
+}()
+
+// looksLikeHTTP reports whether the first five bytes read, taken for a TLS record header, are the
+// start of an HTTP/1.x request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE", "TRACE":
+		return true
+	}
+	return false
 }
 
 // Accept returns the next connection whose handshake is done.

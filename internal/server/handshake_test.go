@@ -4,16 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/teslaproxy/proxy/internal/apierr"
 	"github.com/teslaproxy/proxy/internal/certgen"
 )
 
@@ -132,14 +134,17 @@ func TestHandshakeTimeoutAndFailure(t *testing.T) {
 		t.Errorf("a client that never said hello: read gave %v, want the server to close (EOF)", err)
 	}
 
-	// Plain HTTP on a TLS port fails its handshake.
-	plain, err := net.Dial("tcp", l.Addr().String())
+	// Plain HTTP on the TLS port fails its handshake, and is told what to use instead.
+	resp, err := http.Get("http://" + l.Addr().String() + "/api/1/vehicles")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprint(plain, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	_, _ = io.ReadAll(plain)
-	plain.Close()
+	var body apierr.Body
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusBadRequest || body.Error != "tls_required" || !strings.Contains(body.ErrorDescription, "https://") {
+		t.Errorf("plain HTTP to the TLS port: %d %+v (%v), want 400 tls_required naming https://", resp.StatusCode, body, err)
+	}
 
 	go func() {
 		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool})
