@@ -107,7 +107,9 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 	delete(l.shaking, raw)
 	l.mu.Unlock()
 	if err != nil {
-		l.log.Debug("TLS handshake failed", zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+		if ce := l.log.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
+			ce.Write(zap.Stringer("remote", raw.RemoteAddr()), zap.Error(err))
+		}
 		var re tls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 			// Someone used http:// for the proxy's https:// URL: say so, as http.Server does,
