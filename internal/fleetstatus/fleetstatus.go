@@ -53,7 +53,10 @@ func Learn(next http.Handler, m Marker, onLegacy func(), log *zap.Logger) http.H
 
 // learnFrom reads a successful fleet_status answer and tells m what it says about each car. It
 // is a function of its own so that the handler's frame, which every pass-through request holds
-// while it waits for the Fleet API, stays small (see server.handshakeListener).
+// while it waits for the Fleet API, stays small (see server.handshakeListener); inlined, its locals
+// would be back in that frame.
+//
+//go:noinline
 func learnFrom(ctx context.Context, header http.Header, body []byte, m Marker, onLegacy func(), log *zap.Logger) {
 	var answer struct {
 		Response struct {

@@ -387,7 +387,10 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // misdirected handles a 421 answer to req: see roundTrip. It is a function of its own so that
-// roundTrip's frame, which a request keeps while it waits for the Fleet API, stays small.
+// roundTrip's frame, which a request keeps while it waits for the Fleet API, stays small; inlined,
+// its locals would be back in that frame.
+//
+//go:noinline
 func (f *Forwarder) misdirected(req *http.Request, resp *http.Response) (*http.Response, error) {
 	var err error
 	host, body := misdirectedHost(resp)

@@ -104,7 +104,10 @@ func accessLog(log *zap.Logger, observe func(string, int, float64), inFlight fun
 
 // logRequest writes the access log line of a request that has been answered, and observes it. It
 // is a function of its own so that the frame accessLog keeps while the request is served, and the
-// Fleet API thinks, stays small: the stack of a waiting request then fits in 8 KiB.
+// Fleet API thinks, stays small: the stack of a waiting request then fits in 8 KiB. Inlined, its
+// locals would be back in that frame.
+//
+//go:noinline
 func logRequest(log *zap.Logger, observe func(string, int, float64), r *http.Request, ri *reqInfo, sw *httpstatus.Writer, start time.Time) {
 	status := sw.Status
 	if status == 0 {
