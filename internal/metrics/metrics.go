@@ -159,17 +159,19 @@ func (m *Metrics) Handler() http.Handler {
 
 // Observe records one finished request.
 func (m *Metrics) Observe(route string, status int, seconds float64) {
-	k := requestKey{route, status}
-	c, ok := m.requestsBy.Load(k)
+	child(&m.requestsBy, requestKey{route, status}, func() prometheus.Counter {
+		return m.requests.WithLabelValues(route, strconv.Itoa(status))
+	}).Inc()
+	child(&m.durationBy, route, func() prometheus.Observer { return m.duration.WithLabelValues(route) }).Observe(seconds)
+}
+
+// child returns the vector child cached under k in cache, made by newChild the first time.
+func child[K comparable, V any](cache *sync.Map, k K, newChild func() V) V {
+	v, ok := cache.Load(k)
 	if !ok {
-		c, _ = m.requestsBy.LoadOrStore(k, m.requests.WithLabelValues(route, strconv.Itoa(status)))
+		v, _ = cache.LoadOrStore(k, newChild())
 	}
-	c.(prometheus.Counter).Inc()
-	o, ok := m.durationBy.Load(route)
-	if !ok {
-		o, _ = m.durationBy.LoadOrStore(route, m.duration.WithLabelValues(route))
-	}
-	o.(prometheus.Observer).Observe(seconds)
+	return v.(V)
 }
 
 // requestKey and upstreamKey are the label values of the per-request vectors. Routes, statuses
@@ -192,12 +194,9 @@ func (m *Metrics) InFlight(delta float64) { m.inFlight.Add(delta) }
 func (m *Metrics) Upstream(method, path string, status int) {
 	cat := Category(path)
 	billed := status > 0 && status < 500
-	k := upstreamKey{cat, billed}
-	c, ok := m.upstreamBy.Load(k)
-	if !ok {
-		c, _ = m.upstreamBy.LoadOrStore(k, m.upstream.WithLabelValues(cat, strconv.FormatBool(billed)))
-	}
-	c.(prometheus.Counter).Inc()
+	child(&m.upstreamBy, upstreamKey{cat, billed}, func() prometheus.Counter {
+		return m.upstream.WithLabelValues(cat, strconv.FormatBool(billed))
+	}).Inc()
 	if billed {
 		m.cost.Add(prices[cat])
 	}

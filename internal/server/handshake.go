@@ -70,8 +70,7 @@ func (l *handshakeListener) acceptLoop() {
 			case <-l.closed:
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+			if isTemporary(err) {
 				continue
 			}
 			return
