@@ -70,6 +70,7 @@ type Forwarder struct {
 	share       *clientShare
 	onLimited   func()
 	rp          *httputil.ReverseProxy
+	watch       *idleWatch
 	// learned maps a token's hash to the host a 421 named for it. Keyed by hash, not by the
 	// token's unverified "sub": a forged token must not move another token's requests (issue 18).
 	learned *bounded.Cache[TokenHash, string]
@@ -118,6 +119,7 @@ func New(o Options) (*Forwarder, error) {
 	if f.idle <= 0 {
 		f.idle = DefaultIdleTimeout
 	}
+	f.watch = newIdleWatch(f.idle)
 	if f.maxResponse <= 0 {
 		f.maxResponse = 1 << 20
 	}
@@ -125,8 +127,9 @@ func New(o Options) (*Forwarder, error) {
 		f.maxReplay = 1 << 20
 	}
 	f.rp = &httputil.ReverseProxy{
-		Rewrite:   f.rewrite,
-		Transport: roundTripperFunc(f.roundTrip),
+		Rewrite:        f.rewrite,
+		Transport:      roundTripperFunc(f.roundTrip),
+		ModifyResponse: f.watchAnswer,
 		// An answer of unknown length (a stream) or an event stream is flushed as the upstream
 		// writes it; ReverseProxy does that whatever this is set to. An answer of known length
 		// (every Fleet API JSON answer) goes out in one write when it is complete, or after at
@@ -174,6 +177,9 @@ type tokenSlot struct {
 	// built reports whether a request passed through with this context is one the proxy makes
 	// on the client's behalf (a REST command fallback, a wake-up), not a pass-through.
 	built bool
+	// wd watches the pass-through in progress with this context (see ServeHTTP), so the
+	// transport's answer can be handed to it; nil when none is.
+	wd *watchdog
 }
 
 // WithTokenSlot returns a context with an empty token slot, for SetToken to fill later.
@@ -215,10 +221,16 @@ func MarkBuilt(ctx context.Context) context.Context {
 
 // TokenFrom returns the token stored by WithToken or SetToken, or nil.
 func TokenFrom(ctx context.Context) *Token {
-	if s, ok := ctx.Value(tokenKey).(*tokenSlot); ok {
+	if s := slotFrom(ctx); s != nil {
 		return s.tok
 	}
 	return nil
+}
+
+// slotFrom returns the token slot of ctx, or nil.
+func slotFrom(ctx context.Context) *tokenSlot {
+	s, _ := ctx.Value(tokenKey).(*tokenSlot)
+	return s
 }
 
 // product is the proxy's own User-Agent product token, "tesla-proxy/VERSION".
@@ -277,20 +289,28 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// IdleTimeout is cut off (the server's own read and write timeouts are pushed back while
 	// bytes flow, so a 1 GiB upload is not killed by a fixed deadline). The watch runs while the
 	// client's body comes in and while the answer goes out, not while the Fleet API thinks.
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
 	// A request without a body can still carry a non-nil one that is at its end (HTTP/2);
 	// ReverseProxy sends no body when the length is zero, so neither is watched.
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	wd := newWatchdog(f.idle, cancel, http.NewResponseController(w), hasBody)
-	defer wd.stop()
-	r = r.WithContext(ctx)
+	ww := &watchedWriter{ResponseWriter: w}
+	var cancel context.CancelCauseFunc
 	if hasBody {
-		r.Body = &watchedReader{rc: r.Body, wd: wd}
+		// Only an upload needs its upstream call canceled: the transport may be stuck writing to
+		// an upstream that does not read. A stalled answer is ended by closing its body.
+		var ctx context.Context
+		ctx, cancel = context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		r = r.WithContext(ctx)
+		r.Body = &watchedReader{rc: r.Body, wd: &ww.wd}
 	}
-	ww := &watchedWriter{ResponseWriter: w, wd: wd}
+	ww.wd.init(f.watch, http.NewResponseController(w), cancel, hasBody)
+	defer ww.wd.stop()
+	// The answer's body comes to the watchdog through the request's slot (see watchAnswer). The
+	// slot keeps pointing at it afterwards, stopped: a later pass-through with the same context
+	// (the signer's REST fallback) sets its own.
+	slotFrom(r.Context()).wd = &ww.wd
 	f.rp.ServeHTTP(ww, r)
-	if ww.wrote && !ww.ownError && errors.Is(context.Cause(ctx), errIdle) {
+	if ww.wrote && !ww.ownError && ww.wd.fired.Load() {
 		// The Fleet API's answer had started and was cut short. Make sure the client sees a
 		// broken transfer, not a clean end of a truncated body. (An error the proxy wrote itself,
 		// the 504 for a stalled upload, is complete and goes out as it is.)
@@ -345,10 +365,15 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 // errorHandler turns a failed pass-through into the proxy's JSON error. It runs only when nothing
 // has been written to the client yet.
 func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	ae := classify(r.Context(), err)
 	if ww, ok := w.(*watchedWriter); ok {
 		ww.ownError = true
+		if ww.wd.fired.Load() {
+			ae = apierr.Wrap(err, http.StatusGatewayTimeout, "upstream_stalled",
+				"The transfer stopped moving for too long and was cut off.")
+		}
 	}
-	e := apierr.Write(w, classify(r.Context(), err))
+	e := apierr.Write(w, ae)
 	f.log.Warn("pass-through failed", zap.String("path", r.URL.EscapedPath()), zap.Int("status", e.Code), zap.Error(err))
 }
 
@@ -358,10 +383,6 @@ func classify(ctx context.Context, err error) *apierr.Error {
 	var ae *apierr.Error
 	if errors.As(err, &ae) {
 		return ae
-	}
-	if errors.Is(context.Cause(ctx), errIdle) {
-		return apierr.Wrap(err, http.StatusGatewayTimeout, "upstream_stalled",
-			"The transfer stopped moving for too long and was cut off.")
 	}
 	if errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Canceled) {
 		return apierr.Wrap(err, apierr.StatusClientClosed, "client_closed_request", "The client closed the connection before the answer was ready.")
@@ -384,6 +405,19 @@ func (f *Forwarder) roundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	return f.misdirected(req, resp)
+}
+
+// watchAnswer hands the answer's body to the watchdog of the pass-through, which closes it if the
+// answer stalls. It is ReverseProxy's ModifyResponse: it runs once the answer has come, so it adds
+// nothing to the stack a request keeps while it waits for the Fleet API.
+func (f *Forwarder) watchAnswer(resp *http.Response) error {
+	if resp.Request == nil {
+		return nil
+	}
+	if s := slotFrom(resp.Request.Context()); s != nil && s.wd != nil {
+		s.wd.setBody(resp.Body)
+	}
+	return nil
 }
 
 // misdirected handles a 421 answer to req: see roundTrip. It is a function of its own so that
