@@ -144,6 +144,9 @@ type watchdog struct {
 	// pushed back.
 	last, pushed atomic.Int64
 	fired        atomic.Bool
+	// left is what remains to be written of an answer of known length; 0 when none is known.
+	// Only the handler's goroutine uses it.
+	left int64
 
 	mu sync.Mutex
 	rc http.ResponseController
@@ -190,8 +193,10 @@ func (wd *watchdog) fire() {
 	}
 }
 
-// setBody records the upstream answer's body, for fire to close.
-func (wd *watchdog) setBody(b io.Closer) {
+// setAnswer records the upstream answer's body, for fire to close, and its length (-1 when
+// unknown). It runs in the handler's goroutine, before the answer is written.
+func (wd *watchdog) setAnswer(b io.Closer, length int64) {
+	wd.left = max(length, 0)
 	wd.mu.Lock()
 	defer wd.mu.Unlock()
 	wd.body = b
@@ -274,11 +279,22 @@ func (w *watchedWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write writes a piece of the answer. A piece of an answer of known length that is not its last
+// is flushed at once, so a long or slow answer streams; the last piece goes out with the rest when
+// the handler returns, so a small answer takes one write. (ReverseProxy flushes answers of unknown
+// length itself.)
 func (w *watchedWriter) Write(p []byte) (int, error) {
 	w.wrote = true
 	n, err := w.ResponseWriter.Write(p)
 	if n > 0 {
 		w.wd.kick()
+		if w.wd.left > 0 {
+			w.wd.left -= int64(n)
+			if w.wd.left > 0 && err == nil {
+				// A failed flush means the client is gone; the next write says so.
+				_ = w.wd.rc.Flush()
+			}
+		}
 	}
 	return n, err
 }

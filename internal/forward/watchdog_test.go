@@ -163,3 +163,48 @@ func TestIdleLimitCutsOffEveryStalledAnswer(t *testing.T) {
 	}
 	watchIdle(t, f)
 }
+
+// A part of an answer of known length reaches the client while the rest is still on its way: the
+// proxy does not hold it back until the answer is whole.
+func TestAnswerOfKnownLengthStreams(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http1", true: "http2"}[h2], func(t *testing.T) {
+			release := make(chan struct{})
+			_, u, client := idleEnv(t, time.Minute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "2000")
+				_, _ = io.WriteString(w, strings.Repeat("a", 1000))
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				_, _ = io.WriteString(w, strings.Repeat("b", 1000))
+			}), h2)
+			var resp *http.Response
+			first := make(chan error, 1)
+			go func() {
+				var err error
+				if resp, err = get(t, client, u); err == nil {
+					_, err = io.ReadFull(resp.Body, make([]byte, 1000))
+				}
+				first <- err
+			}()
+			select {
+			case err := <-first:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				close(release)
+				t.Fatal("the first half of the answer did not reach the client before the second was sent")
+			}
+			close(release)
+			defer resp.Body.Close()
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || string(rest) != strings.Repeat("b", 1000) {
+				t.Fatalf("rest of the answer: %d bytes, %v", len(rest), err)
+			}
+		})
+	}
+}
