@@ -293,13 +293,14 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ReverseProxy sends no body when the length is zero, so neither is watched.
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	ww := &watchedWriter{ResponseWriter: w}
-	var cancel context.CancelCauseFunc
+	var cancel context.CancelFunc
 	if hasBody {
 		// Only an upload needs its upstream call canceled: the transport may be stuck writing to
-		// an upstream that does not read. A stalled answer is ended by closing its body.
+		// an upstream that does not read. A stalled answer is ended by closing its body. Either
+		// way the watchdog records that it fired, which is how the error is told apart.
 		var ctx context.Context
-		ctx, cancel = context.WithCancelCause(r.Context())
-		defer cancel(nil)
+		ctx, cancel = context.WithCancel(r.Context())
+		defer cancel()
 		r = r.WithContext(ctx)
 		r.Body = &watchedReader{rc: r.Body, wd: &ww.wd}
 	}

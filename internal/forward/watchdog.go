@@ -2,16 +2,12 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// errIdle is the cause recorded when a transfer is cut off for not moving.
-var errIdle = errors.New("transfer idle for too long")
 
 // idleWatch cuts off the pass-through transfers of one Forwarder that stopped moving. A transfer
 // whose clock runs is a link in a list, and one timer looks the list over a few times per idle
@@ -154,7 +150,7 @@ type watchdog struct {
 	rc http.ResponseController
 	// cancel, for a request with a body, cancels its upstream call: the transport may be stuck
 	// writing the body to an upstream that does not read it.
-	cancel context.CancelCauseFunc
+	cancel context.CancelFunc
 	// body is the upstream answer's body once it has come; closing it ends a read stuck on it.
 	body io.Closer
 	// stopped is set when the handler is done: from then on nothing may touch rc, which the
@@ -166,7 +162,7 @@ type watchdog struct {
 // (a request with a body) the clock runs from now, while the client sends its body; otherwise it
 // starts when the answer does. The server's own read and write timeouts cover the first seconds,
 // so a short transfer, the usual kind, never touches the connection's deadlines.
-func (wd *watchdog) init(watch *idleWatch, rc *http.ResponseController, cancel context.CancelCauseFunc, upload bool) {
+func (wd *watchdog) init(watch *idleWatch, rc *http.ResponseController, cancel context.CancelFunc, upload bool) {
 	wd.watch, wd.rc, wd.cancel = watch, *rc, cancel
 	wd.pushed.Store(clock())
 	if upload {
@@ -183,7 +179,7 @@ func (wd *watchdog) fire() {
 	}
 	wd.fired.Store(true)
 	if wd.cancel != nil {
-		wd.cancel(errIdle)
+		wd.cancel()
 	}
 	// A read of the client's body that waits for bytes that never come is not ended by the
 	// cancellation: the transport's body writer sits in it until the server's own read

@@ -74,6 +74,9 @@ func NewHTTPServer(o Options) *http.Server {
 // Serve answers requests on ln until ctx ends, then stops accepting, lets in-flight requests
 // finish for at most the shutdown timeout, and returns. It returns nil after a clean shutdown.
 func Serve(ctx context.Context, ln net.Listener, o Options) error {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
 	srv := NewHTTPServer(o)
 	errc := make(chan error, 1)
 	if o.TLSConfig != nil {
@@ -85,11 +88,7 @@ func Serve(ctx context.Context, ln net.Listener, o Options) error {
 			cfg.NextProtos = []string{"h2", "http/1.1"}
 		}
 		srv.TLSConfig = cfg
-		log := o.Logger
-		if log == nil {
-			log = zap.NewNop()
-		}
-		hs := newHandshakeListener(ln, cfg.Clone(), srv.ReadHeaderTimeout, log.Named("tls"))
+		hs := newHandshakeListener(ln, cfg.Clone(), srv.ReadHeaderTimeout, o.Logger.Named("tls"))
 		defer func() { _ = hs.Close() }()
 		ln = hs
 	}
