@@ -253,11 +253,11 @@ func (b *bench) render(took time.Duration) report {
 	fmt.Fprintf(&md, "- **Machine:** %s\n", machine())
 	fmt.Fprintf(&md, "- **Go:** %s (harness and both proxies built with it)\n", runtime.Version())
 	fmt.Fprintf(&md, "- **Command:** `%s`\n", b.o.command)
-	rounds := b.o.rounds
-	if rounds <= 0 {
-		rounds = int(min(5, max(1, b.o.duration/(2*time.Second))))
-	}
+	rounds := b.o.roundsFor(b.o.duration)
 	fmt.Fprintf(&md, "- **Per row and contender:** %s measured in %d rounds that take the contenders in turn, after a %s warm-up on the same connections", b.o.duration, rounds, b.o.warm)
+	if b.o.rows["pass"] {
+		fmt.Fprintf(&md, " (pass-through at %d connections: %s in %d rounds)", passCPUConns, b.o.duration*passCPUScale, rounds*passCPUScale)
+	}
 	if b.o.rows["conns1000"] {
 		fmt.Fprintf(&md, " (1,000 connections: %s, warm-up %s)", min(b.o.duration, conns1000Duration), max(b.o.warm, time.Second))
 	}
