@@ -14,6 +14,7 @@ import (
 	"github.com/teslamotors/vehicle-command/pkg/connector"
 	"github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/signatures"
 	universal "github.com/teslamotors/vehicle-command/pkg/protocol/protobuf/universalmessage"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/teslaproxy/proxy/internal/forward"
@@ -150,13 +151,7 @@ func (c *conn) Send(ctx context.Context, buffer []byte) error {
 	} else {
 		c.counter.commands.Add(1)
 	}
-	body, err := json.Marshal(struct {
-		RoutableMessage string `json:"routable_message"`
-	}{base64.StdEncoding.EncodeToString(buffer)})
-	if err != nil {
-		return err
-	}
-	reply, err := c.fwd.Call(ctx, http.MethodPost, c.path, body, nil)
+	reply, err := c.fwd.Call(ctx, http.MethodPost, c.path, signedCommandBody(buffer), nil)
 	if err != nil {
 		return &upstreamError{cause: err, mayHaveArrived: forward.MayHaveArrived(err), handshake: handshake}
 	}
@@ -214,13 +209,51 @@ func stateFrom(ctx context.Context) *reqState {
 	return st
 }
 
-// isHandshake reports whether an encoded RoutableMessage is a session-info request.
+// signedCommandBody is the JSON body of a signed_command call carrying msg:
+// {"routable_message":"<standard base64>"}. The base64 alphabet needs no JSON escaping, so the
+// body is laid out directly, in one allocation (json.Marshal of a struct took three, and
+// reflection, on every command).
+func signedCommandBody(msg []byte) []byte {
+	const head, tail = `{"routable_message":"`, `"}`
+	body := make([]byte, 0, len(head)+base64.StdEncoding.EncodedLen(len(msg))+len(tail))
+	body = append(body, head...)
+	body = base64.StdEncoding.AppendEncode(body, msg)
+	return append(body, tail...)
+}
+
+// Field numbers of RoutableMessage's payload oneof (universal_message.proto).
+const (
+	fieldMessageAsBytes     protowire.Number = 10
+	fieldSessionInfoRequest protowire.Number = 14
+	fieldSessionInfo        protowire.Number = 15
+)
+
+// isHandshake reports whether an encoded RoutableMessage is a session-info request: whether the
+// last payload field on the wire (the one that wins in a oneof) is session_info_request. It reads
+// the top-level fields only, without decoding the message: buffer is what vehicle-command has
+// just encoded, and a full decode was a tenth of what a command's sending allocated.
 func isHandshake(buffer []byte) bool {
-	var m universal.RoutableMessage
-	if err := proto.Unmarshal(buffer, &m); err != nil {
-		return false
+	var payload protowire.Number
+	for len(buffer) > 0 {
+		num, typ, n := protowire.ConsumeTag(buffer)
+		if n < 0 {
+			return false
+		}
+		buffer = buffer[n:]
+		m := protowire.ConsumeFieldValue(num, typ, buffer)
+		if m < 0 {
+			return false
+		}
+		buffer = buffer[m:]
+		switch num {
+		case fieldMessageAsBytes, fieldSessionInfoRequest, fieldSessionInfo:
+			if typ != protowire.BytesType {
+				return false
+			}
+			payload = num
+		}
 	}
-	return m.GetSessionInfoRequest() != nil
+	return payload == fieldSessionInfoRequest
 }
 
 // upstreamError is a signed_command call that did not bring back a vehicle answer.
