@@ -100,7 +100,7 @@ func (f *Forwarder) Call(ctx context.Context, method, path string, body []byte, 
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{UserAgent(clientUA)}
 	}
-	req.Header.Set("Authorization", "Bearer "+tok.Raw)
+	req.Header.Set("Authorization", tok.authorization())
 	resp, err := f.roundTrip(req)
 	if err != nil {
 		return nil, &CallError{MayHaveArrived: !dialFailed(err), err: classify(ctx, err)}

@@ -39,7 +39,21 @@ type Token struct {
 	// Host is the Fleet API host chosen from the token's "aud" and "ou_code" claims, or
 	// DefaultHost.
 	Host string
+	// header is "Bearer " followed by Raw, when the parse had it at hand (the client's own
+	// header value): what each call the proxy makes with the token sends, without building a
+	// copy of a 2 KB token for every one.
+	header string
 }
+
+// authorization returns the Authorization value that carries the token: "Bearer " and Raw.
+func (t *Token) authorization() string {
+	if t.header != "" {
+		return t.header
+	}
+	return bearerPrefix + t.Raw
+}
+
+const bearerPrefix = "Bearer "
 
 // errNoToken and friends are the 401 answers for requests without a usable bearer token.
 var (
@@ -89,10 +103,10 @@ const (
 // ParseToken reads the bearer token of an Authorization header value. Every error is an
 // *apierr.Error with status 401 that says what is wrong.
 func ParseToken(authorization string) (*Token, error) {
-	if raw, ok := strings.CutPrefix(authorization, "Bearer "); ok && len(raw) <= maxTokenLen {
+	if raw, ok := strings.CutPrefix(authorization, bearerPrefix); ok && len(raw) <= maxTokenLen {
 		h := hashToken(raw)
 		if host, ok := tokenCache.Get(h); ok {
-			return &Token{Raw: raw, Hash: h, Host: host}, nil
+			return &Token{Raw: raw, Hash: h, Host: host, header: authorization}, nil
 		}
 	}
 	tok, err := parseToken(authorization)
@@ -131,7 +145,8 @@ func parseToken(authorization string) (*Token, error) {
 		return nil, errNotJWT
 	}
 	ou, _ := claims.OUCode.(string)
-	return &Token{Raw: raw, Hash: hashToken(raw), Host: chooseHost(audiences(claims.Aud), ou)}, nil
+	header := bearerPrefix + raw
+	return &Token{Raw: header[len(bearerPrefix):], Hash: hashToken(raw), Host: chooseHost(audiences(claims.Aud), ou), header: header}, nil
 }
 
 // decodeSegment decodes a JWT segment. JWTs use unpadded base64url (RFC 7515), but the reference

@@ -88,6 +88,26 @@ func TestUserAgentOfRequests(t *testing.T) {
 			}
 		})
 	}
+
+	// A request the proxy builds carries the token as "Bearer <token>", however the client
+	// spelled the scheme, and whether the token was parsed now or remembered from before.
+	for _, authorization := range []string{"Bearer " + token, "Bearer " + token, "bearer   " + token + "  ", "BEARER " + token} {
+		up.set(cannedReply{Status: http.StatusOK, Body: []byte(`{"response":{"result":true,"reason":""}}`)})
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, env.URL+"/api/1/vehicles/"+testVIN+"/command/call", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", authorization)
+		if resp, _ := env.do(t, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status = %d, want 200", resp.StatusCode)
+		}
+		seen, _ := up.got()
+		if got := seen.Header.Get("Authorization"); got != "Bearer "+token {
+			// Never print the token itself: say how the two differ.
+			t.Errorf("client's scheme %q: the upstream's Authorization is %d bytes with prefix %q, want \"Bearer \" and the token (%d bytes)",
+				strings.Fields(authorization)[0], len(got), strings.SplitN(got, " ", 2)[0], len("Bearer "+token))
+		}
+	}
 }
 
 func ptr(s string) *string { return &s }
