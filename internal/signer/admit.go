@@ -91,15 +91,17 @@ func (a *admission) admit(ctx context.Context, tok *forward.Token, vin string, t
 		return func(int) {}, nil
 	}
 	k := admitKey{tok: tok.Hash, vin: vin}
+	// Most commands come with a token already proven for the VIN: they need no timer to wait
+	// with (a timer and a cancelable context were most of what admitting allocated).
+	if ok, f, err := a.known(k); ok {
+		return f, err
+	}
 	wait, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var g *gate
 	for g == nil {
-		if status, ok := a.refused.Get(k); ok {
-			return nil, errRefused(status)
-		}
-		if _, ok := a.proven.Get(k); ok {
-			return a.judge(k, nil), nil
+		if ok, f, err := a.known(k); ok {
+			return f, err
 		}
 		a.mu.Lock()
 		if first, busy := a.waiting[k]; busy {
@@ -130,6 +132,18 @@ func (a *admission) admit(ctx context.Context, tok *forward.Token, vin string, t
 	}
 	a.leave(k, g)
 	return nil, a.gaveUp(ctx)
+}
+
+// known answers for a token whose verdict for the VIN is remembered: ok with the done func of a
+// proven one, or ok with the error of a refused one.
+func (a *admission) known(k admitKey) (ok bool, done func(status int), err error) {
+	if status, refused := a.refused.Get(k); refused {
+		return true, nil, errRefused(status)
+	}
+	if _, proven := a.proven.Get(k); proven {
+		return true, a.judge(k, nil), nil
+	}
+	return false, nil, nil
 }
 
 // gaveUp is the error of a request that stopped waiting: the client's, or vehicle_busy.
