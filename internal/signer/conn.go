@@ -221,11 +221,11 @@ func signedCommandBody(msg []byte) []byte {
 	return append(body, tail...)
 }
 
-// Field numbers of RoutableMessage's payload oneof (universal_message.proto).
-const (
-	fieldMessageAsBytes     protowire.Number = 10
-	fieldSessionInfoRequest protowire.Number = 14
-	fieldSessionInfo        protowire.Number = 15
+// The payload oneof of RoutableMessage and its session_info_request field, as vehicle-command's
+// generated descriptor numbers them.
+var (
+	payloadOneof            = (&universal.RoutableMessage{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
+	fieldSessionInfoRequest = payloadOneof.Fields().ByName("session_info_request").Number()
 )
 
 // isHandshake reports whether an encoded RoutableMessage is a session-info request: whether the
@@ -245,8 +245,7 @@ func isHandshake(buffer []byte) bool {
 			return false
 		}
 		buffer = buffer[m:]
-		switch num {
-		case fieldMessageAsBytes, fieldSessionInfoRequest, fieldSessionInfo:
+		if payloadOneof.Fields().ByNumber(num) != nil {
 			if typ != protowire.BytesType {
 				return false
 			}
