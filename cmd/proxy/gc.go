@@ -138,8 +138,12 @@ func tuneGC(ctx context.Context) {
 type gcSentinel struct{ _ *gcSentinel }
 
 // onEachGC calls f after every garbage collection until ctx ends. Each call comes from the
-// runtime's cleanup goroutine once the cycle has found the previous sentinel unreachable, and
-// arms the next one; f must not block.
+// runtime's cleanup goroutine once the cycle has found the previous sentinel unreachable; f must
+// not block.
+//
+// The next sentinel is armed before f runs. Armed after, a collection that f's caller started
+// on hearing of the last one could begin before the sentinel existed; a sentinel allocated during
+// that cycle's mark phase is marked live, and no call would come until some later collection.
 func onEachGC(ctx context.Context, f func()) {
 	var arm func()
 	arm = func() {
@@ -147,8 +151,8 @@ func onEachGC(ctx context.Context, f func()) {
 			if ctx.Err() != nil {
 				return
 			}
-			f()
 			arm()
+			f()
 		}, struct{}{})
 	}
 	arm()
